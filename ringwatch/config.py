@@ -1,0 +1,210 @@
+"""Runtime configuration.
+
+One `Settings` object is read from the environment (prefix ``RINGWATCH_``, nested keys separated
+by ``__``, e.g. ``RINGWATCH_NEO4J__URI``) and an optional ``.env`` file. Components never import a
+global: they receive the frozen sub-config they need (``settings.neo4j``, ``settings.kafka`` ...).
+
+Outside ``environment=development`` the settings refuse the defaults that are only safe on a
+laptop (no Neo4j password, the development API key salt, unsigned webhooks).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ringwatch.exceptions import ConfigurationError
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+DEV_API_KEY_PEPPER = "ringwatch-development-pepper"  # noqa: S105 - refused outside development
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Neo4jConfig(_Frozen):
+    """Where the graph lives and how to reach it."""
+
+    uri: str = "bolt://127.0.0.1:7687"
+    user: str = "neo4j"
+    password: SecretStr | None = Field(
+        default=None, description="None means the server runs without authentication."
+    )
+    database: str = "neo4j"
+    max_connection_pool_size: int = Field(default=50, ge=1)
+    connection_timeout_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        if self.password is None:
+            return None
+        return (self.user, self.password.get_secret_value())
+
+
+class KafkaConfig(_Frozen):
+    """Broker connection and topic names. ``extra`` is passed to librdkafka unchanged."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    topic_identity: str = "ringwatch.identity"
+    topic_transactions: str = "ringwatch.transactions"
+    topic_labels: str = "ringwatch.labels"
+    topic_alerts: str = "ringwatch.alerts"
+    topic_rings: str = "ringwatch.rings"
+    topic_dead_letter: str = "ringwatch.dead-letter"
+    consumer_group: str = "ringwatch-ingest"
+    extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    def librdkafka(self) -> dict[str, str | int | float | bool]:
+        """The connection settings as librdkafka configuration keys."""
+        conf: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        conf.update(self.extra)
+        return conf
+
+
+class ApiConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    api_key_pepper: SecretStr = SecretStr(DEV_API_KEY_PEPPER)
+    max_request_bytes: int = Field(default=1_000_000, ge=1024)
+    apply_schema_on_start: bool = True
+
+
+class AlertsConfig(_Frozen):
+    n8n_base_url: str | None = None
+    n8n_token: SecretStr | None = None
+    slack_webhook_url: SecretStr | None = None
+    signing_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key for the signature header on every webhook."
+    )
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+
+
+class ScoringConfig(_Frozen):
+    """Thresholds from the product specification; all of them configurable."""
+
+    daily_charge_limit: float = Field(default=500.0, gt=0)
+    zscore_threshold: float = Field(default=3.0, gt=0)
+    zscore_min_history_days: int = Field(default=7, ge=2)
+    min_ring_size: int = Field(default=3, ge=2)
+    hub_cap: int = Field(default=50, ge=2, description="Subscribers per identifier before hub.")
+    weight_address: Fraction = 0.4
+    weight_payment: Fraction = 0.35
+    weight_device: Fraction = 0.25
+    priority_p1: Fraction = 0.8
+    priority_p2: Fraction = 0.5
+    priority_p3: Fraction = 0.3
+    decision_review: Fraction = 0.3
+    decision_block: Fraction = 0.7
+    pii_hmac_key: SecretStr | None = Field(
+        default=None, description="When set, personal identifiers are stored as keyed hashes."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if not self.priority_p3 < self.priority_p2 < self.priority_p1:
+            raise ValueError("priority thresholds must satisfy p3 < p2 < p1")
+        if not self.decision_review < self.decision_block:
+            raise ValueError("decision thresholds must satisfy review < block")
+        return self
+
+
+def _default_stack_home() -> Path:
+    return Path.home() / ".ringwatch" / "stack"
+
+
+class StackConfig(_Frozen):
+    """The local no-Docker runtime: where it lives, its ports and its memory."""
+
+    home: Path = Field(default_factory=_default_stack_home)
+    neo4j_bolt_port: Port = 7687
+    neo4j_http_port: Port = 7474
+    neo4j_heap: str = "1g"
+    neo4j_pagecache: str = "512m"
+    kafka_port: Port = 9092
+    kafka_controller_port: Port = 9093
+    kafka_heap: str = "512m"
+    start_timeout_s: float = Field(default=120.0, gt=0)
+
+    @property
+    def neo4j_bolt_uri(self) -> str:
+        return f"bolt://127.0.0.1:{self.neo4j_bolt_port}"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RINGWATCH_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+    log_level: str = "INFO"
+    neo4j: Neo4jConfig = Field(default_factory=Neo4jConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    stack: StackConfig = Field(default_factory=StackConfig)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_defaults(self) -> Self:
+        if self.environment is Environment.DEVELOPMENT:
+            return self
+        problems = []
+        if self.neo4j.password is None:
+            problems.append("RINGWATCH_NEO4J__PASSWORD must be set")
+        if self.api.api_key_pepper.get_secret_value() == DEV_API_KEY_PEPPER:
+            problems.append("RINGWATCH_API__API_KEY_PEPPER must be set to a secret value")
+        if self.alerts.signing_secret is None and (
+            self.alerts.n8n_base_url or self.alerts.slack_webhook_url
+        ):
+            problems.append("RINGWATCH_ALERTS__SIGNING_SECRET must be set when webhooks are")
+        if problems:
+            raise ValueError(
+                f"unsafe settings for environment '{self.environment}': " + "; ".join(problems)
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process (call ``get_settings.cache_clear()`` to re-read)."""
+    try:
+        return Settings()
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None

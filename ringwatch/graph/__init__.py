@@ -1,0 +1,1 @@
+"""The identity graph in Neo4j: driver, schema, repositories and GDS analytics."""

@@ -1,0 +1,76 @@
+"""The one place that talks to Neo4j.
+
+A process creates one `Driver` at its edge (`create_driver`) and hands it to a `QueryRunner`;
+everything else takes the runner. Statements always travel with their parameters: nothing from
+input is ever formatted into Cypher text. Retries of transient errors (leader switch, deadlock)
+come from the driver's managed transactions (`execute_query`), the only retries in this layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, LiteralString, Protocol
+
+import neo4j
+from neo4j import Driver, GraphDatabase, RoutingControl
+from neo4j.exceptions import AuthError, ServiceUnavailable
+
+from ringwatch.config import Neo4jConfig
+from ringwatch.graph.exceptions import GraphError
+
+Record = dict[str, Any]
+
+
+def create_driver(config: Neo4jConfig) -> Driver:
+    return GraphDatabase.driver(
+        config.uri,
+        auth=config.auth,
+        max_connection_pool_size=config.max_connection_pool_size,
+        connection_timeout=config.connection_timeout_s,
+    )
+
+
+class QueryRunner(Protocol):
+    """What the rest of ringwatch needs from a graph: parameterised reads and writes."""
+
+    def read(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
+        ...
+
+    def write(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
+        ...
+
+
+class Neo4jRunner:
+    """`QueryRunner` over a real driver; reads are routed to readers in a cluster."""
+
+    def __init__(self, driver: Driver, database: str = "neo4j") -> None:
+        self.driver = driver
+        self.database = database
+
+    def _run(
+        self, query: LiteralString, params: Mapping[str, Any] | None, routing: RoutingControl
+    ) -> list[Record]:
+        try:
+            records, _, _ = self.driver.execute_query(
+                query, dict(params or {}), database_=self.database, routing_=routing
+            )
+        except ServiceUnavailable as exc:
+            raise GraphError(f"Neo4j is not reachable: {exc}") from None
+        except AuthError:
+            raise GraphError("Neo4j refused the credentials (RINGWATCH_NEO4J__*)") from None
+        return [record.data() for record in records]
+
+    def read(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
+        return self._run(query, params, RoutingControl.READ)
+
+    def write(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
+        return self._run(query, params, RoutingControl.WRITE)
+
+    def server_info(self) -> tuple[str, str]:
+        """(agent, edition) of the connected server, e.g. ('Neo4j/5.26.24', 'community')."""
+        records = self.read("CALL dbms.components() YIELD name, versions, edition RETURN *")
+        first = records[0]
+        return f"{first['name']}/{first['versions'][0]}", str(first["edition"])
+
+
+__all__ = ["Driver", "Neo4jRunner", "QueryRunner", "Record", "create_driver", "neo4j"]

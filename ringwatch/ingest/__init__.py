@@ -1,0 +1,1 @@
+"""Kafka consumers, bulk backfill and event models: everything that brings data in."""

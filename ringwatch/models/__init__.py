@@ -1,0 +1,1 @@
+"""Scoring models: usage/velocity, merged risk and the GNN (PyTorch kept out of this import)."""

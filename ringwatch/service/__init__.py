@@ -1,0 +1,1 @@
+"""The FastAPI service: REST API, real-time scoring and alert delivery."""
