@@ -232,7 +232,9 @@ def demo() -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address.", envvar="RINGWATCH_API__HOST")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address.", envvar="RINGWATCH_API__HOST")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port.", envvar="RINGWATCH_API__PORT")] = None,
 ) -> None:
     """Run the HTTP API (OpenAPI at /docs)."""

@@ -23,7 +23,7 @@ from ringwatch.exceptions import ConfigurationError
 Port = Annotated[int, Field(ge=1, le=65535)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
-DEV_API_KEY_PEPPER = "ringwatch-development-pepper"  # noqa: S105 - refused outside development
+DEV_API_KEY_PEPPER = "ringwatch-development-pepper"
 
 
 class Environment(StrEnum):
@@ -145,6 +145,9 @@ class StackConfig(_Frozen):
     """The local no-Docker runtime: where it lives, its ports and its memory."""
 
     home: Path = Field(default_factory=_default_stack_home)
+    jar_cache: Path | None = Field(
+        default=None, description="Where resolved jars live; default <home>/lib."
+    )
     neo4j_bolt_port: Port = 7687
     neo4j_http_port: Port = 7474
     neo4j_heap: str = "1g"
@@ -153,6 +156,10 @@ class StackConfig(_Frozen):
     kafka_controller_port: Port = 9093
     kafka_heap: str = "512m"
     start_timeout_s: float = Field(default=120.0, gt=0)
+
+    @property
+    def lib_root(self) -> Path:
+        return self.jar_cache if self.jar_cache is not None else self.home / "lib"
 
     @property
     def neo4j_bolt_uri(self) -> str:

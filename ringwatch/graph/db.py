@@ -33,11 +33,13 @@ def create_driver(config: Neo4jConfig) -> Driver:
 class QueryRunner(Protocol):
     """What the rest of ringwatch needs from a graph: parameterised reads and writes."""
 
-    def read(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
-        ...
+    def read(
+        self, query: LiteralString, params: Mapping[str, Any] | None = None
+    ) -> list[Record]: ...
 
-    def write(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
-        ...
+    def write(
+        self, query: LiteralString, params: Mapping[str, Any] | None = None
+    ) -> list[Record]: ...
 
 
 class Neo4jRunner:

@@ -56,6 +56,4 @@ def read_shared_devices(runner: QueryRunner, prefix: str = "demo-") -> list[Shar
     return [SharedIdentifier(row["device"], sorted(row["subscribers"])) for row in rows]
 
 
-BROWSER_QUERY = (
-    "MATCH p=(s:Subscriber)-[]->(i) WHERE s.id STARTS WITH 'demo-' RETURN p"
-)
+BROWSER_QUERY = "MATCH p=(s:Subscriber)-[]->(i) WHERE s.id STARTS WITH 'demo-' RETURN p"

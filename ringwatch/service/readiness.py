@@ -8,7 +8,10 @@ from ringwatch.config import KafkaConfig
 from ringwatch.graph.db import QueryRunner
 from ringwatch.graph.exceptions import GraphError
 
+# librdkafka reports every failed connection itself; readiness only answers the question.
 _quiet_librdkafka = logging.getLogger("ringwatch.kafka.readiness")
+_quiet_librdkafka.addHandler(logging.NullHandler())
+_quiet_librdkafka.propagate = False
 
 
 def check_neo4j(runner: QueryRunner) -> str:
@@ -23,9 +26,9 @@ def check_kafka(config: KafkaConfig, timeout_s: float = 2.0) -> str:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    conf = {**config.librdkafka(), "logger": _quiet_librdkafka}
     try:
-        metadata = AdminClient(conf).list_topics(timeout=timeout_s)
+        admin = AdminClient(config.librdkafka(), logger=_quiet_librdkafka)
+        metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         return f"unreachable: {exc.args[0].str() if exc.args else exc}"
     return "ok" if metadata.brokers else "no brokers"

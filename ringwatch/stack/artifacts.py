@@ -70,7 +70,7 @@ def resolve(server: str, lib_dir: Path, *, mvn: Path, log_dir: Path) -> bool:
 
 
 def jar_version(lib_dir: Path, prefix: str) -> str | None:
-    """The version in a jar name such as ``org.neo4j.neo4j-5.26.24.jar`` for prefix ``org.neo4j.neo4j-``."""
+    """The version in a jar name: ``org.neo4j.neo4j-5.26.24.jar``, prefix ``org.neo4j.neo4j-``."""
     for jar in sorted(lib_dir.glob(f"{prefix}*.jar")):
         rest = jar.name[len(prefix) : -len(".jar")]
         if rest and rest[0].isdigit():

@@ -52,22 +52,29 @@ def up(config: StackConfig, *, report: Reporter = _quiet) -> UpResult:
         ):
             report(f"resolved {server.name} jars into {server.lib_dir}")
 
-    started, already = [], []
-    for server in servers:
-        if server.process.pid() is not None:
-            already.append(server.name)
-            continue
-        ensure_ports_free(server.ports())
-        server.prepare(toolchain)
-        server.process.start(server.command(toolchain), cwd=server.home)
-        started.append(server.name)
-        report(f"started {server.name} (logs: {server.main_log})")
+    started: list[Server] = []
+    already: list[str] = []
+    try:
+        for server in servers:
+            if server.process.pid() is not None:
+                already.append(server.name)
+                continue
+            ensure_ports_free(server.ports())
+            server.prepare(toolchain)
+            server.process.start(server.command(toolchain), cwd=server.home)
+            started.append(server)
+            report(f"started {server.name} (logs: {server.main_log})")
 
-    # Servers start in parallel; wait for each in turn.
-    for server in servers:
-        _wait_healthy(server, config.start_timeout_s)
-        report(f"{server.name} healthy")
-    return UpResult(started, already, time.monotonic() - began)
+        # The servers boot in parallel; wait for each in turn.
+        for server in servers:
+            _wait_healthy(server, config.start_timeout_s)
+            report(f"{server.name} healthy")
+    except BaseException:
+        # A half-started stack is worse than none: stop what this call started, keep the rest.
+        for server in started:
+            server.process.stop(timeout_s=20)
+        raise
+    return UpResult([s.name for s in started], already, time.monotonic() - began)
 
 
 def _wait_healthy(server: Server, timeout_s: float) -> None:

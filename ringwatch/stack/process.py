@@ -61,12 +61,22 @@ class ManagedProcess:
             return None
 
     def _owns(self, pid: int) -> bool:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        # A zombie has an empty command line: it is not running any more.
-        return self.marker.encode() in cmdline
+        if self._popen is not None and self._popen.pid == pid:
+            return self._popen.poll() is None
+        proc = Path(f"/proc/{pid}")
+        for _ in range(10):
+            try:
+                if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX":
+                    return False  # exited, waiting to be reaped
+                cmdline = proc.joinpath("cmdline").read_bytes()
+            except (OSError, IndexError):
+                return False
+            if cmdline:
+                return self.marker.encode() in cmdline
+            # A live process shows an empty command line while it execs (the JVM launcher
+            # re-executes itself at start): look again shortly.
+            time.sleep(0.05)
+        return False
 
     def pid(self) -> int | None:
         """The pid of the running server this stack started, else None (stale files removed)."""

@@ -30,7 +30,7 @@ class Server(ABC):
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.home = config.home / self.name
-        self.lib_dir = config.home / "lib" / self.name
+        self.lib_dir = config.lib_root / self.name
         self.log_dir = self.home / "logs"
         self.process = ManagedProcess(
             self.name,
@@ -173,15 +173,18 @@ class Neo4jServer(Server):
 
         checks: dict[str, str] = {}
         try:
-            with GraphDatabase.driver(
-                self.config.neo4j_bolt_uri, auth=None, connection_timeout=3
-            ) as driver:
-                # One plain attempt each: a health check must not sit in the driver's retries.
-                with driver.session() as session:
-                    one = session.run("RETURN 1 AS one").single(strict=True)["one"]
-                    checks["bolt"] = "ok" if one == 1 else "unexpected answer"
-                    gds = session.run("RETURN gds.version() AS v").single(strict=True)["v"]
-                    checks["gds"] = f"ok ({gds})"
+            # One plain attempt each (a session, not execute_query): a health check must not
+            # sit in the driver's retries.
+            with (
+                GraphDatabase.driver(
+                    self.config.neo4j_bolt_uri, auth=None, connection_timeout=3
+                ) as driver,
+                driver.session() as session,
+            ):
+                one = session.run("RETURN 1 AS one").single(strict=True)["one"]
+                checks["bolt"] = "ok" if one == 1 else "unexpected answer"
+                gds = session.run("RETURN gds.version() AS v").single(strict=True)["v"]
+                checks["gds"] = f"ok ({gds})"
         except (ServiceUnavailable, Neo4jError, OSError) as exc:
             checks.setdefault("bolt", f"not answering: {type(exc).__name__}")
             checks.setdefault("gds", f"not answering: {type(exc).__name__}")
@@ -273,7 +276,9 @@ class KafkaServer(Server):
         )
 
     def _kafka_tool(self, toolchain: Toolchain, args: list[str]) -> str:
-        log4j = f"-Dlog4j.configuration=file:{(self.home / 'config' / 'log4j.properties').resolve()}"
+        log4j = (
+            f"-Dlog4j.configuration=file:{(self.home / 'config' / 'log4j.properties').resolve()}"
+        )
         cmd = [str(toolchain.java), log4j, "-cp", self._classpath(), "kafka.tools.StorageTool"]
         proc = subprocess.run([*cmd, *args], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -285,7 +290,9 @@ class KafkaServer(Server):
         return proc.stdout
 
     def command(self, toolchain: Toolchain) -> list[str]:
-        log4j = f"-Dlog4j.configuration=file:{(self.home / 'config' / 'log4j.properties').resolve()}"
+        log4j = (
+            f"-Dlog4j.configuration=file:{(self.home / 'config' / 'log4j.properties').resolve()}"
+        )
         return [
             str(toolchain.java),
             self.marker_flag,
@@ -301,19 +308,17 @@ class KafkaServer(Server):
         ]
 
     def health(self) -> Health:
+        from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
         client = AdminClient(
-            {
-                "bootstrap.servers": self.config.kafka_bootstrap,
-                "socket.timeout.ms": 3000,
-                # librdkafka prints connection failures itself; a health check only reports.
-                "logger": _SILENT_LOG,
-            }
+            {"bootstrap.servers": self.config.kafka_bootstrap, "socket.timeout.ms": 3000},
+            # librdkafka prints connection failures itself; a health check only reports.
+            logger=_SILENT_LOG,
         )
         try:
             metadata = client.list_topics(timeout=3)
-        except Exception as exc:  # noqa: BLE001 - librdkafka raises KafkaException and others
+        except KafkaException as exc:
             return Health(False, {"metadata": f"not answering: {type(exc).__name__}"})
         brokers = len(metadata.brokers)
         return Health(brokers > 0, {"metadata": f"ok ({brokers} broker)" if brokers else "none"})
