@@ -16,6 +16,10 @@ CREATE CONSTRAINT ip_id IF NOT EXISTS FOR (n:IP) REQUIRE n.id IS UNIQUE;
 CREATE CONSTRAINT transaction_id IF NOT EXISTS FOR (n:Transaction) REQUIRE n.id IS UNIQUE;
 // Counterparties that are not subscribers: merchants and outside phone numbers.
 CREATE CONSTRAINT merchant_id IF NOT EXISTS FOR (n:Merchant) REQUIRE n.id IS UNIQUE;
+// Hour and day usage buckets behind the usage/velocity windows.
+CREATE CONSTRAINT usage_bucket_id IF NOT EXISTS FOR (n:UsageBucket) REQUIRE n.id IS UNIQUE;
+// One node per identity event ever stored: what makes redelivery change nothing.
+CREATE CONSTRAINT ingested_event_id IF NOT EXISTS FOR (n:IngestedEvent) REQUIRE n.id IS UNIQUE;
 
 // --- Findings ---------------------------------------------------------------------------------
 CREATE CONSTRAINT ring_id IF NOT EXISTS FOR (n:Ring) REQUIRE n.id IS UNIQUE;
@@ -37,6 +41,7 @@ CREATE INDEX phone_hub IF NOT EXISTS FOR (n:Phone) ON (n.hub);
 CREATE INDEX email_hub IF NOT EXISTS FOR (n:Email) ON (n.hub);
 CREATE INDEX ip_hub IF NOT EXISTS FOR (n:IP) ON (n.hub);
 CREATE INDEX transaction_ts IF NOT EXISTS FOR (n:Transaction) ON (n.ts);
+CREATE INDEX usage_bucket_window IF NOT EXISTS FOR (n:UsageBucket) ON (n.subscriber_id, n.grain, n.start);
 CREATE INDEX ring_risk IF NOT EXISTS FOR (n:Ring) ON (n.risk);
 CREATE INDEX ring_status IF NOT EXISTS FOR (n:Ring) ON (n.status);
 CREATE INDEX alert_status_created IF NOT EXISTS FOR (n:Alert) ON (n.status, n.created_at);

@@ -8,8 +8,8 @@ come from the driver's managed transactions (`execute_query`), the only retries 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, LiteralString, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, LiteralString, Protocol, TypeVar
 
 import neo4j
 from neo4j import Driver, GraphDatabase, RoutingControl
@@ -19,6 +19,15 @@ from ringwatch.config import Neo4jConfig
 from ringwatch.graph.exceptions import GraphError
 
 Record = dict[str, Any]
+T = TypeVar("T")
+
+
+class Tx(Protocol):
+    """One open transaction: statements run here commit or roll back together."""
+
+    def run(
+        self, query: LiteralString, params: Mapping[str, Any] | None = None
+    ) -> list[Record]: ...
 
 
 def create_driver(config: Neo4jConfig) -> Driver:
@@ -40,6 +49,22 @@ class QueryRunner(Protocol):
     def write(
         self, query: LiteralString, params: Mapping[str, Any] | None = None
     ) -> list[Record]: ...
+
+    def write_transaction(self, work: Callable[[Tx], T]) -> T:
+        """Run `work` in one write transaction, retried as a whole on transient errors.
+
+        `work` may run more than once (after a deadlock or a leader switch), so it must not
+        have effects outside the transaction.
+        """
+        ...
+
+
+class _ManagedTx:
+    def __init__(self, tx: neo4j.ManagedTransaction) -> None:
+        self._tx = tx
+
+    def run(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
+        return [record.data() for record in self._tx.run(query, dict(params or {}))]
 
 
 class Neo4jRunner:
@@ -68,6 +93,13 @@ class Neo4jRunner:
     def write(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
         return self._run(query, params, RoutingControl.WRITE)
 
+    def write_transaction(self, work: Callable[[Tx], T]) -> T:
+        try:
+            with self.driver.session(database=self.database) as session:
+                return session.execute_write(lambda tx: work(_ManagedTx(tx)))
+        except ServiceUnavailable as exc:
+            raise GraphError(f"Neo4j is not reachable: {exc}") from None
+
     def server_info(self) -> tuple[str, str]:
         """(agent, edition) of the connected server, e.g. ('Neo4j/5.26.24', 'community')."""
         records = self.read("CALL dbms.components() YIELD name, versions, edition RETURN *")
@@ -75,4 +107,4 @@ class Neo4jRunner:
         return f"{first['name']}/{first['versions'][0]}", str(first["edition"])
 
 
-__all__ = ["Driver", "Neo4jRunner", "QueryRunner", "Record", "create_driver", "neo4j"]
+__all__ = ["Driver", "Neo4jRunner", "QueryRunner", "Record", "Tx", "create_driver", "neo4j"]

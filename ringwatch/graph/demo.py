@@ -26,7 +26,7 @@ MERGE (a:Address {id: row.address})
 MERGE (s)-[u:USES_DEVICE]->(d)
   ON CREATE SET u.first_seen = datetime(), u.count = 0
 SET u.last_seen = datetime(), u.count = u.count + 1
-MERGE (s)-[l:LIVES_AT]->(a)
+MERGE (s)-[l:HAS_ADDRESS]->(a)
   ON CREATE SET l.first_seen = datetime(), l.count = 0
 SET l.last_seen = datetime(), l.count = l.count + 1
 """

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
-from ringwatch.graph.db import Record
+from ringwatch.graph.db import Record, Tx
+
+T = TypeVar("T")
 
 Responder = Callable[[str, Mapping[str, Any]], list[Record]]
 
@@ -24,3 +26,14 @@ class RecordingRunner:
     def write(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
         self.writes.append((query, dict(params or {})))
         return self.responder(query, params or {})
+
+    def write_transaction(self, work: Callable[[Tx], T]) -> T:
+        return work(_RecordingTx(self))
+
+
+@dataclass
+class _RecordingTx:
+    runner: RecordingRunner
+
+    def run(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
+        return self.runner.write(query, params)
