@@ -28,8 +28,10 @@ app = typer.Typer(
 )
 stack_app = typer.Typer(help="The local Neo4j + GDS + Browser and Kafka stack (no Docker).")
 db_app = typer.Typer(help="The graph database: schema migrations.")
+ingest_app = typer.Typer(help="Kafka ingest: workers, topics, publishing files of events.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(db_app, name="db")
+app.add_typer(ingest_app, name="ingest")
 
 out = Console()
 err = Console(stderr=True)
@@ -199,6 +201,45 @@ def db_migrate() -> None:
             f"[green]schema applied[/]: {result.statements} statements, "
             f"{len(result.constraints)} constraints, {len(result.indexes)} indexes"
         )
+
+
+# --- ingest -----------------------------------------------------------------------------------
+
+
+@ingest_app.command("run")
+def ingest_run(
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes (one consumer each).", envvar="RINGWATCH_INGEST__WORKERS"
+        ),
+    ] = None,
+) -> None:
+    """Consume identity, transaction and label events from Kafka into Neo4j until stopped.
+
+    SIGTERM or Ctrl-C: each worker finishes its batch, commits, and exits.
+    """
+    import logging
+
+    from ringwatch.ingest.run import run_workers
+
+    with _edge():
+        settings = _settings()
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+        failed = run_workers(settings, workers or settings.ingest.workers)
+        if failed:
+            err.print(f"[bold red]error:[/] {failed} ingest worker(s) failed; see the log above")
+            raise typer.Exit(code=1)
+
+
+@ingest_app.command("topics")
+def ingest_topics() -> None:
+    """Create the input, dead-letter, alert and ring topics if they do not exist."""
+    from ringwatch.ingest.run import prepare_topics
+
+    with _edge():
+        prepare_topics(_settings())
+        out.print("[green]topics ready[/]")
 
 
 @app.command()

@@ -88,6 +88,17 @@ class KafkaConfig(_Frozen):
         return conf
 
 
+class IngestConfig(_Frozen):
+    """How the Kafka ingest workers batch and size their work."""
+
+    batch_size: int = Field(default=2000, ge=1, le=50_000)
+    poll_timeout_s: float = Field(default=0.5, gt=0)
+    max_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    workers: int = Field(default=1, ge=1)
+    topic_partitions: int = Field(default=6, ge=1)
+    default_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+
+
 class ApiConfig(_Frozen):
     host: str = "127.0.0.1"
     port: Port = 8000
@@ -183,6 +194,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     neo4j: Neo4jConfig = Field(default_factory=Neo4jConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
@@ -197,6 +209,9 @@ class Settings(BaseSettings):
             problems.append("RINGWATCH_NEO4J__PASSWORD must be set")
         if self.api.api_key_pepper.get_secret_value() == DEV_API_KEY_PEPPER:
             problems.append("RINGWATCH_API__API_KEY_PEPPER must be set to a secret value")
+        if self.scoring.pii_hmac_key is None:
+            # Without a key, payment fingerprints are plain hashes of a small number space.
+            problems.append("RINGWATCH_SCORING__PII_HMAC_KEY must be set (keys PII and payments)")
         if self.alerts.signing_secret is None and (
             self.alerts.n8n_base_url or self.alerts.slack_webhook_url
         ):

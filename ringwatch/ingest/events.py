@@ -152,6 +152,14 @@ class _Envelope(_Model):
     subscriber_id: Id = Field(description="The subscriber (account) the event is about.")
     source: ShortText | None = Field(default=None, description="Producing system.")
 
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _integer_version(cls, value: object) -> object:
+        # Literal matching alone would take JSON true or 1.0 for 1.
+        if type(value) is not int:
+            raise PydanticCustomError("int_type", "Input should be a valid integer")
+        return value
+
 
 # ------------------------------------------------------------------------------------ identity
 

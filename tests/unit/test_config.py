@@ -72,12 +72,14 @@ def test_production_refuses_development_defaults(monkeypatch: pytest.MonkeyPatch
     assert "RINGWATCH_NEO4J__PASSWORD" in message
     assert "RINGWATCH_API__API_KEY_PEPPER" in message
     assert "RINGWATCH_ALERTS__SIGNING_SECRET" in message
+    assert "RINGWATCH_SCORING__PII_HMAC_KEY" in message
 
 
 def test_production_accepts_explicit_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RINGWATCH_ENVIRONMENT", "production")
     monkeypatch.setenv("RINGWATCH_NEO4J__PASSWORD", "pw")
     monkeypatch.setenv("RINGWATCH_API__API_KEY_PEPPER", "pepper-from-a-vault")
+    monkeypatch.setenv("RINGWATCH_SCORING__PII_HMAC_KEY", "key-from-a-vault")
     assert get_settings().environment is Environment.PRODUCTION
 
 

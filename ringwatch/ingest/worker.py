@@ -1,0 +1,173 @@
+"""The Kafka -> Neo4j ingest worker.
+
+At-least-once delivery with idempotent writes: a batch of messages is parsed, normalised and
+written to Neo4j in one transaction; rejected messages go to the dead-letter topic; only then are
+the batch's offsets committed. A crash anywhere before the commit means the batch is delivered
+again, and the graph writer's claims make the second delivery change nothing.
+
+Run several workers (processes) in one consumer group to spread the partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from neo4j.exceptions import DriverError, Neo4jError
+
+from ringwatch.graph.exceptions import GraphError
+from ringwatch.graph.writer import GraphWriter, WriteResult
+from ringwatch.ingest.events import EventFamily, parse_event
+from ringwatch.ingest.exceptions import IngestError
+from ringwatch.ingest.kafka import DeadLetter, DeadLetterPublisher
+from ringwatch.ingest.prepare import PreparedEvent, Preparer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestStats:
+    messages: int = 0
+    batches: int = 0
+    dead_letters: int = 0
+    written: WriteResult = field(default_factory=WriteResult)
+    graph_retries: int = 0
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    message: Message
+    event: PreparedEvent
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, GraphError):
+        return True  # the runner raises GraphError when Neo4j is unreachable
+    if isinstance(exc, (Neo4jError, DriverError)):
+        return bool(exc.is_retryable())
+    return False
+
+
+class IngestWorker:
+    """One consumer in the group; `run` until `should_stop()` says so."""
+
+    def __init__(
+        self,
+        *,
+        consumer: Consumer,
+        writer: GraphWriter,
+        preparer: Preparer,
+        dead_letters: DeadLetterPublisher,
+        topics: Mapping[str, EventFamily],
+        batch_size: int = 2000,
+        poll_timeout_s: float = 0.5,
+        max_message_bytes: int = 64 * 1024,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        self.consumer = consumer
+        self.writer = writer
+        self.preparer = preparer
+        self.dead_letters = dead_letters
+        self.topics = dict(topics)
+        self.batch_size = batch_size
+        self.poll_timeout_s = poll_timeout_s
+        self.max_message_bytes = max_message_bytes
+        self.backoff_max_s = backoff_max_s
+        self.stats = IngestStats()
+
+    def run(self, should_stop: Callable[[], bool]) -> IngestStats:
+        self.consumer.subscribe(list(self.topics))
+        try:
+            while not should_stop():
+                messages = self.consumer.consume(self.batch_size, timeout=self.poll_timeout_s)
+                if messages:
+                    self.process(messages, should_stop)
+        finally:
+            # close() leaves the group at once, so partitions move to the other workers now.
+            self.consumer.close()
+        return self.stats
+
+    def process(self, messages: Sequence[Message], should_stop: Callable[[], bool]) -> bool:
+        """Handle one batch; returns False if stopped before it was stored (not committed)."""
+        accepted: list[_Accepted] = []
+        letters: list[DeadLetter] = []
+        offsets: dict[tuple[str, int], int] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", error)
+                continue
+            topic, partition = message.topic() or "", message.partition() or 0
+            offsets[(topic, partition)] = max(
+                offsets.get((topic, partition), -1), message.offset() or 0
+            )
+            self.stats.messages += 1
+            try:
+                family = self.topics[topic]
+                event = parse_event(family, message.value(), max_bytes=self.max_message_bytes)
+            except IngestError as exc:
+                letters.append(DeadLetter(message, str(exc), "parse"))
+                continue
+            try:
+                accepted.append(_Accepted(message, self.preparer.prepare(event)))
+            except IngestError as exc:
+                letters.append(DeadLetter(message, str(exc), "normalise"))
+        if not offsets:
+            return True
+
+        stored = self._store(accepted, letters, should_stop)
+        if not stored:
+            return False
+        for letter in letters:
+            self.dead_letters.publish(letter)
+        if letters:
+            # The rejects must be safe on the dead-letter topic before their offsets move on.
+            self.dead_letters.flush()
+            self.stats.dead_letters += len(letters)
+        self.consumer.commit(
+            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in sorted(offsets.items())],
+            asynchronous=False,
+        )
+        self.stats.batches += 1
+        return True
+
+    def _store(
+        self,
+        accepted: list[_Accepted],
+        letters: list[DeadLetter],
+        should_stop: Callable[[], bool],
+    ) -> bool:
+        """Write the accepted events, waiting out Neo4j outages; isolate poison messages."""
+        pending = [accepted] if accepted else []
+        backoff = 0.5
+        while pending:
+            chunk = pending.pop()
+            try:
+                self.stats.written += self.writer.write([a.event for a in chunk])
+                backoff = 0.5
+            except (GraphError, Neo4jError, DriverError) as exc:
+                if _is_transient(exc):
+                    if should_stop():
+                        return False
+                    self.stats.graph_retries += 1
+                    log.warning(
+                        "Neo4j unavailable (%s); retrying in %.1fs", type(exc).__name__, backoff
+                    )
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, self.backoff_max_s)
+                    pending.append(chunk)
+                    continue
+                # A statement failed for reasons of the data: split until the culprit is alone.
+                if len(chunk) == 1:
+                    code = getattr(exc, "code", None) or type(exc).__name__
+                    letters.append(
+                        DeadLetter(chunk[0].message, f"graph write failed: {code}", "write")
+                    )
+                    continue
+                middle = len(chunk) // 2
+                pending.extend([chunk[middle:], chunk[:middle]])
+        return True
