@@ -6,6 +6,10 @@ RW := $(VENV)/bin/ringwatch
 # The test suite runs its own stack here, on its own ports (see tests/integration/conftest.py).
 TEST_STACK_HOME ?= $(HOME)/.ringwatch/test-stack
 PYTEST_ARGS ?=
+# The population `make run` simulates and streams through Kafka.
+SIM_SUBSCRIBERS ?= 1000
+SIM_MONTHS ?= 1
+SIM_DIR ?= data/simulated
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run up down status logs migrate demo serve lint typecheck test test-unit \
@@ -17,11 +21,15 @@ help: ## List the targets
 setup: ## Install what is missing: Java/Maven, .venv with Python packages, Maven artifacts
 	@./deploy/local/setup.sh
 
-run: setup ## Set up, start the stack, apply the schema, load a sample, serve the API
+run: setup ## Set up, start the stack, stream a simulated population through Kafka, serve the API
 	$(RW) stack up
 	$(RW) db migrate
 	$(RW) demo
-	@echo "API on http://127.0.0.1:8000 (OpenAPI: /docs). Ctrl-C stops the API; 'make down' the stack."
+	$(RW) simulate --subscribers $(SIM_SUBSCRIBERS) --months $(SIM_MONTHS) --out $(SIM_DIR) --kafka
+	$(RW) ingest run --until-idle 5
+	$(RW) db stats
+	@echo "Neo4j Browser: http://127.0.0.1:7474/browser/   API: http://127.0.0.1:8000/docs"
+	@echo "Ctrl-C stops the API; 'make down' stops the stack."
 	$(RW) serve
 
 up: ## Start Neo4j + GDS + Browser and Kafka
@@ -69,6 +77,7 @@ schemas: ## Rewrite docs/events/*.schema.json from the event models
 
 bench: ## Benchmarks (see docs/benchmarks.md)
 	$(PY) -m bench.stack_startup
+	$(PY) -m bench.ingest
 
 clean: ## Remove caches (not the stack's data: see docs/operations.md)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import statistics
 import time
 from pathlib import Path
 from typing import Any
+
+from ringwatch.config import StackConfig
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -54,3 +57,20 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stack_on_free_ports(home: Path) -> StackConfig:
+    """A throwaway stack in `home`, on ports nobody else uses."""
+    return StackConfig(
+        home=home,
+        neo4j_bolt_port=_free_port(),
+        neo4j_http_port=_free_port(),
+        kafka_port=_free_port(),
+        kafka_controller_port=_free_port(),
+    )

@@ -12,30 +12,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import hardware, median, rss_mib, save
-from ringwatch.config import StackConfig
+from bench.common import hardware, median, rss_mib, save, stack_on_free_ports
 from ringwatch.stack import manager
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _config(home: Path) -> StackConfig:
-    return StackConfig(
-        home=home,
-        neo4j_bolt_port=_free_port(),
-        neo4j_http_port=_free_port(),
-        kafka_port=_free_port(),
-        kafka_controller_port=_free_port(),
-    )
 
 
 def main() -> None:
@@ -49,7 +31,7 @@ def main() -> None:
     memory: dict[str, list[float]] = {"neo4j": [], "kafka": []}
     for run in range(args.runs):
         home = Path(tempfile.mkdtemp(prefix="ringwatch-bench-"))
-        config = _config(home)
+        config = stack_on_free_ports(home)
         try:
             started = time.perf_counter()
             manager.up(config)

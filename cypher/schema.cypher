@@ -41,6 +41,8 @@ CREATE INDEX phone_hub IF NOT EXISTS FOR (n:Phone) ON (n.hub);
 CREATE INDEX email_hub IF NOT EXISTS FOR (n:Email) ON (n.hub);
 CREATE INDEX ip_hub IF NOT EXISTS FOR (n:IP) ON (n.hub);
 CREATE INDEX transaction_ts IF NOT EXISTS FOR (n:Transaction) ON (n.ts);
+// The 1 h and 24 h usage windows read a subscriber's recent transactions.
+CREATE INDEX transaction_subscriber_ts IF NOT EXISTS FOR (n:Transaction) ON (n.subscriber_id, n.ts);
 CREATE INDEX usage_bucket_window IF NOT EXISTS FOR (n:UsageBucket) ON (n.subscriber_id, n.grain, n.start);
 CREATE INDEX ring_risk IF NOT EXISTS FOR (n:Ring) ON (n.risk);
 CREATE INDEX ring_status IF NOT EXISTS FOR (n:Ring) ON (n.status);

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.table import Table
 from ringwatch import __version__
 from ringwatch.config import Settings, StackConfig, get_settings
 from ringwatch.exceptions import RingwatchError
+
+if TYPE_CHECKING:
+    from ringwatch.ingest.backfill import BackfillSummary
 
 app = typer.Typer(
     name="ringwatch",
@@ -29,9 +32,13 @@ app = typer.Typer(
 stack_app = typer.Typer(help="The local Neo4j + GDS + Browser and Kafka stack (no Docker).")
 db_app = typer.Typer(help="The graph database: schema migrations.")
 ingest_app = typer.Typer(help="Kafka ingest: workers, topics, publishing files of events.")
+backfill_app = typer.Typer(
+    help="Load event files (CSV, JSONL, Parquet) straight into Neo4j: resumable, idempotent."
+)
 app.add_typer(stack_app, name="stack")
 app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
+app.add_typer(backfill_app, name="backfill")
 
 out = Console()
 err = Console(stderr=True)
@@ -214,6 +221,12 @@ def ingest_run(
             help="Worker processes (one consumer each).", envvar="RINGWATCH_INGEST__WORKERS"
         ),
     ] = None,
+    until_idle: Annotated[
+        float | None,
+        typer.Option(
+            help="Exit once no message has arrived for this many seconds (load, then stop)."
+        ),
+    ] = None,
 ) -> None:
     """Consume identity, transaction and label events from Kafka into Neo4j until stopped.
 
@@ -226,10 +239,54 @@ def ingest_run(
     with _edge():
         settings = _settings()
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
-        failed = run_workers(settings, workers or settings.ingest.workers)
+        failed = run_workers(settings, workers or settings.ingest.workers, idle_exit_s=until_idle)
         if failed:
             err.print(f"[bold red]error:[/] {failed} ingest worker(s) failed; see the log above")
             raise typer.Exit(code=1)
+
+
+@ingest_app.command("produce")
+def ingest_produce(
+    paths: Annotated[list[Path], typer.Argument(help="Event files: .jsonl, .csv or .parquet.")],
+    family: Annotated[
+        str | None,
+        typer.Option(help="identity, transactions or labels (default: from the file name)."),
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Events per second (default: as fast as possible).")
+    ] = None,
+) -> None:
+    """Publish files of events to the input topics, keyed by subscriber id."""
+    from rich.progress import Progress
+
+    from ringwatch.ingest.events import EventFamily
+    from ringwatch.ingest.exceptions import IngestError
+    from ringwatch.ingest.publish import publish_files
+    from ringwatch.ingest.run import prepare_topics
+
+    with _edge():
+        settings = _settings()
+        try:
+            chosen = EventFamily(family) if family else None
+        except ValueError:
+            raise IngestError(f"unknown family '{family}'") from None
+        prepare_topics(settings)
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("publishing", total=None)
+            summary = publish_files(
+                settings.kafka,
+                paths,
+                family=chosen,
+                rate=rate,
+                progress=lambda n: progress.advance(task, n),
+            )
+        rate_done = summary.sent / summary.seconds if summary.seconds else 0.0
+        out.print(
+            f"[green]published[/] {summary.sent} events in {summary.seconds:.1f}s "
+            f"({rate_done:,.0f}/s); unreadable rows: {len(summary.unreadable)}"
+        )
+        for line in summary.unreadable[:20]:
+            out.print(f"  {line}", markup=False, highlight=False)
 
 
 @ingest_app.command("topics")
@@ -240,6 +297,247 @@ def ingest_topics() -> None:
     with _edge():
         prepare_topics(_settings())
         out.print("[green]topics ready[/]")
+
+
+@app.command()
+def simulate(
+    out: Annotated[
+        Path, typer.Option(help="Directory for the event files and ground truth.")
+    ] = Path("data/simulated"),
+    subscribers: Annotated[int, typer.Option(help="Population size.")] = 2000,
+    months: Annotated[int, typer.Option(help="Months of history (30 days each).")] = 3,
+    seed: Annotated[int, typer.Option(help="Same seed, same population.")] = 0,
+    file_format: Annotated[str, typer.Option("--format", help="jsonl, csv or parquet.")] = "jsonl",
+    kafka: Annotated[
+        bool, typer.Option("--kafka", help="Also publish the events to the input topics.")
+    ] = False,
+    rate: Annotated[
+        float | None, typer.Option(help="With --kafka: events per second (default: max).")
+    ] = None,
+) -> None:
+    """Simulate a population with injected fraud patterns and ground truth."""
+    from ringwatch.ingest.exceptions import IngestError
+    from ringwatch.ingest.simulate import SimulationConfig, simulate_to_directory
+
+    with _edge():
+        if file_format not in ("jsonl", "csv", "parquet"):
+            raise IngestError(f"unknown format '{file_format}'; choose jsonl, csv or parquet")
+        config = SimulationConfig(subscribers=subscribers, months=months, seed=seed)
+        started = time.perf_counter()
+        counts = simulate_to_directory(config, out, file_format)  # type: ignore[arg-type]
+        out.mkdir(parents=True, exist_ok=True)
+        summary = ", ".join(f"{count:,} {name}" for name, count in counts.items())
+        typer.echo(f"simulated {summary} into {out} in {time.perf_counter() - started:.1f}s")
+        if kafka:
+            from ringwatch.ingest.publish import publish_files
+            from ringwatch.ingest.run import prepare_topics
+
+            settings = _settings()
+            prepare_topics(settings)
+            files = [
+                out / f"{name}.{file_format}" for name in ("identity", "transactions", "labels")
+            ]
+            published = publish_files(settings.kafka, files, rate=rate)
+            typer.echo(f"published {published.sent:,} events to Kafka in {published.seconds:.1f}s")
+
+
+@db_app.command("stats")
+def db_stats() -> None:
+    """What the graph holds: nodes by label, relationships by type, hub identifiers."""
+    from ringwatch.graph.db import Neo4jRunner, create_driver
+    from ringwatch.graph.stats import graph_stats
+
+    with _edge():
+        settings = _settings()
+        with create_driver(settings.neo4j) as driver:
+            stats = graph_stats(Neo4jRunner(driver, settings.neo4j.database))
+        table = Table(title="graph contents")
+        table.add_column("kind")
+        table.add_column("name")
+        table.add_column("count", justify="right")
+        for name, count in stats.nodes.items():
+            table.add_row("nodes", name, f"{count:,}")
+        for name, count in stats.relationships.items():
+            table.add_row("relationships", name, f"{count:,}")
+        for name, count in stats.hubs.items():
+            table.add_row("hub identifiers", name, f"{count:,}")
+        out.print(table)
+
+
+# --- backfill ---------------------------------------------------------------------------------
+
+BACKFILL_DIR = Path(".ringwatch-backfill")
+
+BackfillPaths = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Event files, loaded in order; the format comes from the extension "
+        "(.csv, .jsonl / .ndjson, .parquet).",
+        show_default=False,
+    ),
+]
+BatchSizeOption = Annotated[
+    int,
+    typer.Option("--batch-size", min=1, max=100_000, help="Events per Neo4j transaction."),
+]
+CheckpointOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoint",
+        help="Checkpoint file: how far each input file got. A new run resumes from it.",
+        show_default=".ringwatch-backfill/<family>.checkpoint.json",
+    ),
+]
+RejectsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--rejects",
+        help="Rejected rows, one JSON line each (file, line, reason, stage).",
+        show_default=".ringwatch-backfill/<family>.rejects.jsonl",
+    ),
+]
+RestartOption = Annotated[
+    bool,
+    typer.Option(
+        "--restart",
+        help="Ignore and reset the checkpoint (and the rejects file): read every file again.",
+    ),
+]
+WritersOption = Annotated[
+    int,
+    typer.Option("--writers", min=1, max=8, help="Threads writing batches to Neo4j at once."),
+]
+
+
+@backfill_app.command("identities")
+def backfill_identities(
+    paths: BackfillPaths,
+    batch_size: BatchSizeOption = 5000,
+    checkpoint: CheckpointOption = None,
+    rejects: RejectsOption = None,
+    restart: RestartOption = False,
+    writers: WritersOption = 1,
+) -> None:
+    """Load identity events (registrations, updates, closures, SIMs, devices)."""
+    _backfill("identity", paths, batch_size, checkpoint, rejects, restart, writers)
+
+
+@backfill_app.command("transactions")
+def backfill_transactions(
+    paths: BackfillPaths,
+    batch_size: BatchSizeOption = 5000,
+    checkpoint: CheckpointOption = None,
+    rejects: RejectsOption = None,
+    restart: RestartOption = False,
+    writers: WritersOption = 1,
+) -> None:
+    """Load transaction events (usage, calls, SMS, top-ups, payments, transfers)."""
+    _backfill("transactions", paths, batch_size, checkpoint, rejects, restart, writers)
+
+
+@backfill_app.command("labels")
+def backfill_labels(
+    paths: BackfillPaths,
+    batch_size: BatchSizeOption = 5000,
+    checkpoint: CheckpointOption = None,
+    rejects: RejectsOption = None,
+    restart: RestartOption = False,
+    writers: WritersOption = 1,
+) -> None:
+    """Load fraud / legitimate labels (chargebacks, analyst decisions)."""
+    _backfill("labels", paths, batch_size, checkpoint, rejects, restart, writers)
+
+
+def _backfill(
+    family: str,
+    paths: list[Path],
+    batch_size: int,
+    checkpoint: Path | None,
+    rejects: Path | None,
+    restart: bool,
+    writers: int,
+) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ringwatch.graph.db import Neo4jRunner, create_driver
+    from ringwatch.graph.writer import GraphWriter
+    from ringwatch.ingest.backfill import BackfillInterruptedError, BackfillProgress, backfill
+    from ringwatch.ingest.prepare import Preparer
+
+    checkpoint_path = checkpoint or BACKFILL_DIR / f"{family}.checkpoint.json"
+    rejects_path = rejects or BACKFILL_DIR / f"{family}.rejects.jsonl"
+    with _edge():
+        settings = _settings()
+        interrupted: BackfillInterruptedError | None = None
+        with create_driver(settings.neo4j) as driver:
+            runner = Neo4jRunner(driver, settings.neo4j.database)
+            preparer = Preparer(
+                pii_hmac_key=settings.scoring.pii_hmac_key,
+                default_region=settings.ingest.default_region,
+            )
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed:,.0f} rows"),
+                TextColumn("{task.fields[rate]:,.0f} rows/s"),
+                TimeElapsedColumn(),
+            )
+            with Progress(*columns, console=out, transient=False) as bar:
+                task = bar.add_task(f"backfill {family}", total=None, rate=0.0)
+                started = time.perf_counter()
+
+                def report(progress: BackfillProgress) -> None:
+                    elapsed = time.perf_counter() - started
+                    bar.update(
+                        task,
+                        completed=progress.rows_read,
+                        rate=progress.rows_read / elapsed if elapsed > 0 else 0.0,
+                        description=f"backfill {family}: {Path(progress.file).name}",
+                    )
+
+                try:
+                    summary: BackfillSummary = backfill(
+                        family,
+                        paths,
+                        runner=runner,
+                        writer=GraphWriter(runner, hub_cap=settings.scoring.hub_cap),
+                        preparer=preparer,
+                        batch_size=batch_size,
+                        checkpoint_path=checkpoint_path,
+                        rejects_path=rejects_path,
+                        progress=report,
+                        resume=not restart,
+                        writers=writers,
+                    )
+                except BackfillInterruptedError as exc:
+                    interrupted, summary = exc, exc.summary
+                bar.update(task, total=summary.rows_read, completed=summary.rows_read)
+        _print_backfill_summary(family, summary, rejects_path)
+        if summary.files_skipped:
+            out.print(
+                f"files already loaded per {checkpoint_path} were skipped; "
+                "pass --restart to read them again",
+                highlight=False,
+            )
+        if interrupted is not None:
+            err.print(f"[bold yellow]{interrupted}[/]", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=130)
+
+
+def _print_backfill_summary(family: str, summary: BackfillSummary, rejects: Path) -> None:
+    table = Table(title=f"backfill {family}")
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_row("files", f"{summary.files:,} ({summary.files_skipped:,} already loaded)")
+    table.add_row("rows read", f"{summary.rows_read:,}")
+    table.add_row("written", f"{summary.written:,}")
+    table.add_row("duplicates", f"{summary.duplicates:,}")
+    table.add_row("rejected", f"{summary.rejected:,}")
+    table.add_row("rate", f"{summary.rate:,.0f} rows/s")
+    table.add_row("elapsed", f"{summary.seconds:,.1f} s")
+    if summary.rejected:
+        table.add_row("rejects file", str(rejects))
+    out.print(table)
 
 
 @app.command()

@@ -12,7 +12,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, LiteralString, Protocol, TypeVar
 
 import neo4j
-from neo4j import Driver, GraphDatabase, RoutingControl
+from neo4j import (
+    Driver,
+    GraphDatabase,
+    NotificationDisabledClassification,
+    NotificationMinimumSeverity,
+    RoutingControl,
+)
 from neo4j.exceptions import AuthError, ServiceUnavailable
 
 from ringwatch.config import Neo4jConfig
@@ -36,6 +42,11 @@ def create_driver(config: Neo4jConfig) -> Driver:
         auth=config.auth,
         max_connection_pool_size=config.max_connection_pool_size,
         connection_timeout=config.connection_timeout_s,
+        # A label or type that no node has yet is normal on a young graph, not worth a warning;
+        # informational notices (e.g. two index lookups per row read as a "cartesian product")
+        # would flood the log of a busy worker.
+        notifications_disabled_classifications=[NotificationDisabledClassification.UNRECOGNIZED],
+        notifications_min_severity=NotificationMinimumSeverity.WARNING,
     )
 
 

@@ -51,9 +51,16 @@ def prepare_topics(settings: Settings) -> None:
 
 
 def run_worker(
-    settings: Settings, stop: threading.Event | None = None, *, group: str | None = None
+    settings: Settings,
+    stop: threading.Event | None = None,
+    *,
+    group: str | None = None,
+    idle_exit_s: float | None = None,
 ) -> IngestStats:
-    """One worker in this process until `stop` is set (or SIGTERM/SIGINT arrives)."""
+    """One worker in this process until `stop` is set (or SIGTERM/SIGINT arrives).
+
+    With `idle_exit_s`, it also stops once no message has arrived for that long.
+    """
     stop = stop or _stop_on_signals()
     with create_driver(settings.neo4j) as driver:
         runner = Neo4jRunner(driver, settings.neo4j.database)
@@ -71,6 +78,7 @@ def run_worker(
             batch_size=settings.ingest.batch_size,
             poll_timeout_s=settings.ingest.poll_timeout_s,
             max_message_bytes=settings.ingest.max_message_bytes,
+            idle_exit_s=idle_exit_s,
         )
         stats = worker.run(stop.is_set)
         producer.flush()
@@ -97,20 +105,20 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _worker_process(settings: Settings) -> None:
+def _worker_process(settings: Settings, idle_exit_s: float | None) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(processName)s %(message)s")
-    run_worker(settings)
+    run_worker(settings, idle_exit_s=idle_exit_s)
 
 
-def run_workers(settings: Settings, workers: int) -> int:
+def run_workers(settings: Settings, workers: int, *, idle_exit_s: float | None = None) -> int:
     """Run `workers` processes in one consumer group; returns the number that failed."""
     prepare_topics(settings)
     if workers == 1:
-        run_worker(settings)
+        run_worker(settings, idle_exit_s=idle_exit_s)
         return 0
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_worker_process, args=(settings,), name=f"ingest-{i}")
+        context.Process(target=_worker_process, args=(settings, idle_exit_s), name=f"ingest-{i}")
         for i in range(workers)
     ]
     for process in processes:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Message, TopicPartition
 from neo4j.exceptions import DriverError, Neo4jError
 
 from ringwatch.graph.exceptions import GraphError
@@ -26,6 +26,7 @@ from ringwatch.ingest.kafka import DeadLetter, DeadLetterPublisher
 from ringwatch.ingest.prepare import PreparedEvent, Preparer
 
 log = logging.getLogger(__name__)
+_MAX_LATENCY_SAMPLES = 200_000
 
 
 @dataclass
@@ -35,6 +36,15 @@ class IngestStats:
     dead_letters: int = 0
     written: WriteResult = field(default_factory=WriteResult)
     graph_retries: int = 0
+    # Milliseconds from each message's Kafka timestamp to the commit of its batch (bounded).
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def record_latencies(self, messages: Sequence[Message], now_ms: float) -> None:
+        room = _MAX_LATENCY_SAMPLES - len(self.latencies_ms)
+        for message in messages[: max(room, 0)]:
+            kind, stamp = message.timestamp()
+            if kind != TIMESTAMP_NOT_AVAILABLE and stamp > 0:
+                self.latencies_ms.append(now_ms - stamp)
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,7 @@ class IngestWorker:
         poll_timeout_s: float = 0.5,
         max_message_bytes: int = 64 * 1024,
         backoff_max_s: float = 30.0,
+        idle_exit_s: float | None = None,
     ) -> None:
         self.consumer = consumer
         self.writer = writer
@@ -76,15 +87,22 @@ class IngestWorker:
         self.poll_timeout_s = poll_timeout_s
         self.max_message_bytes = max_message_bytes
         self.backoff_max_s = backoff_max_s
+        self.idle_exit_s = idle_exit_s
         self.stats = IngestStats()
 
     def run(self, should_stop: Callable[[], bool]) -> IngestStats:
         self.consumer.subscribe(list(self.topics))
+        last_message = time.monotonic()
         try:
             while not should_stop():
                 messages = self.consumer.consume(self.batch_size, timeout=self.poll_timeout_s)
                 if messages:
                     self.process(messages, should_stop)
+                    last_message = time.monotonic()
+                elif self.idle_exit_s is not None and (
+                    time.monotonic() - last_message >= self.idle_exit_s
+                ):
+                    break
         finally:
             # close() leaves the group at once, so partitions move to the other workers now.
             self.consumer.close()
@@ -133,6 +151,7 @@ class IngestWorker:
             asynchronous=False,
         )
         self.stats.batches += 1
+        self.stats.record_latencies(messages, time.time() * 1000)
         return True
 
     def _store(

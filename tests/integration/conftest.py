@@ -24,11 +24,13 @@ from ringwatch.stack.exceptions import StackError
 from ringwatch.stack.process import tail
 from ringwatch.stack.servers import all_servers
 
+# RINGWATCH_TEST_PORT_OFFSET moves every port, to run a second suite beside the first.
+_OFFSET = int(os.environ.get("RINGWATCH_TEST_PORT_OFFSET", "0"))
 TEST_PORTS = {
-    "neo4j_bolt_port": 17687,
-    "neo4j_http_port": 17474,
-    "kafka_port": 19092,
-    "kafka_controller_port": 19093,
+    "neo4j_bolt_port": 17687 + _OFFSET,
+    "neo4j_http_port": 17474 + _OFFSET,
+    "kafka_port": 19092 + _OFFSET,
+    "kafka_controller_port": 19093 + _OFFSET,
 }
 
 
@@ -44,7 +46,9 @@ def stack_config() -> StackConfig:
     home = Path(
         os.environ.get("RINGWATCH_TEST_STACK_HOME", Path.home() / ".ringwatch" / "test-stack")
     )
-    return StackConfig(home=home, start_timeout_s=180, **TEST_PORTS)  # type: ignore[arg-type]
+    # The jar cache is shared between test homes: a second home costs no second copy.
+    jars = Path.home() / ".ringwatch" / "test-stack" / "lib"
+    return StackConfig(home=home, jar_cache=jars, start_timeout_s=180, **TEST_PORTS)  # type: ignore[arg-type]
 
 
 def _log_tails(config: StackConfig) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from ringwatch.config import KafkaConfig, Settings, StackConfig
 from ringwatch.graph.db import Neo4jRunner
@@ -131,7 +131,25 @@ def expected_snapshot(graph: Neo4jRunner, payloads: list[Payload], hub_cap: int)
     return snapshot
 
 
+_COORDINATOR_NOT_READY = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+
+
 def lag(settings: Settings) -> int:
+    """Messages not yet committed by the group; -1 while the broker cannot tell yet."""
+    try:
+        return _lag(settings)
+    except KafkaException as exc:
+        # A broker that just started answers NOT_COORDINATOR until its offsets topic is ready.
+        if exc.args and exc.args[0].code() in _COORDINATOR_NOT_READY:
+            return -1
+        raise
+
+
+def _lag(settings: Settings) -> int:
     consumer = Consumer(consumer_config(settings))
     kafka = settings.kafka
     try:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from ringwatch.graph.db import Neo4jRunner
 from ringwatch.graph.schema import migrate
+from ringwatch.graph.usage import usage_windows
 from ringwatch.graph.writer import GraphWriter
-from tests.factories import identity, label, prepared, transaction
+from tests.factories import T0, identity, label, prepared, transaction
 
 CARD = "4111 1111 1111 1111"
 
@@ -89,9 +91,10 @@ def test_duplicates_inside_one_batch_count_once(graph: Neo4jRunner) -> None:
     assert day == [{"n": 1, "spend": 50.0}]
 
 
-def test_usage_buckets_sum_exactly_by_hour_and_day(graph: Neo4jRunner) -> None:
+def test_usage_windows_are_exact_across_batches_and_redelivery(graph: Neo4jRunner) -> None:
     writer = _writer(graph)
     events = [
+        transaction("p0", "s1", amount=70.0, hours=-30),  # yesterday: 7 d and 30 d only
         transaction("p1", "s1", amount=300.0, hours=0.1),
         transaction("p2", "s1", amount=250.0, hours=0.5),
         transaction("p3", "s1", amount=40.0, hours=1.2),
@@ -99,24 +102,19 @@ def test_usage_buckets_sum_exactly_by_hour_and_day(graph: Neo4jRunner) -> None:
         transaction("c1", "s1", type="call", hours=1.4, duration_s=4.0),
         transaction("d1", "s1", type="data_usage", hours=1.5, amount=None, data_mb=512.0),
     ]
-    # Split over batches: buckets accumulate across them.
-    writer.write(prepared(*events[:2]))
-    writer.write(prepared(*events[2:]))
-    writer.write(prepared(*events))  # redelivery of all of it
-    rows = graph.read(
-        "MATCH (:Subscriber {id: 's1'})-[:HAS_USAGE]->(b) "
-        "RETURN b.grain AS grain, toString(b.start) AS start, b.count AS count, "
-        "b.spend AS spend, b.topup AS topup, b.data_mb AS data_mb, b.calls AS calls, "
-        "b.short_calls AS short ORDER BY grain, start"
-    )
-    assert rows == [
-        {"grain": "day", "start": "2026-11-01T00:00:00Z", "count": 6, "spend": 590.0,
-         "topup": 100.0, "data_mb": 512.0, "calls": 1, "short": 1},
-        {"grain": "hour", "start": "2026-11-01T12:00:00Z", "count": 2, "spend": 550.0,
-         "topup": 0.0, "data_mb": 0.0, "calls": 0, "short": 0},
-        {"grain": "hour", "start": "2026-11-01T13:00:00Z", "count": 4, "spend": 40.0,
-         "topup": 100.0, "data_mb": 512.0, "calls": 1, "short": 1},
-    ]  # fmt: skip
+    # Split over batches, then everything delivered again: each transaction counts once.
+    writer.write(prepared(*events[:3]))
+    writer.write(prepared(*events[3:]))
+    writer.write(prepared(*events))
+    usage = usage_windows(graph, "s1", T0 + timedelta(hours=2))
+    hour, day, week = usage.windows["1h"], usage.windows["24h"], usage.windows["7d"]
+    assert (hour.count, hour.spend, hour.topup, hour.data_mb) == (4, 40.0, 100.0, 512.0)
+    assert (hour.calls, hour.short_calls, hour.distinct_counterparties) == (1, 1, 2)
+    assert (day.count, day.spend) == (6, 590.0)
+    assert (week.count, week.spend) == (7, 660.0)
+    assert [(d.day.day, d.count, d.spend) for d in usage.daily] == [(31, 1, 70.0), (1, 6, 590.0)]
+    buckets = graph.read("MATCH (:Subscriber {id: 's1'})-[:HAS_USAGE]->(b) RETURN count(b) AS n")
+    assert buckets == [{"n": 2}]
 
 
 def test_status_and_label_follow_the_newest_event_in_any_arrival_order(

@@ -1,0 +1,178 @@
+"""Kafka -> Neo4j ingest: sustained events/s with 1 and 2 workers, and event-to-graph latency.
+
+Each run starts from an empty database on a stack of its own (started here on free ports):
+1. throughput: a simulated population (identity + transaction + label events, the product's
+   realistic mix) is published first, then N worker processes drain the backlog; the rate is
+   events / time from the workers' start to the moment the last one went idle (minus the idle
+   wait);
+2. latency: one worker runs while events are published at a fixed rate below capacity; the
+   latency of an event is the time from its Kafka timestamp to the commit of its Neo4j batch.
+
+Run: .venv/bin/python -m bench.ingest [--subscribers 1000] [--months 1] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from bench.common import hardware, median, save, stack_on_free_ports
+from ringwatch.config import KafkaConfig, Neo4jConfig, Settings
+from ringwatch.graph.db import create_driver
+from ringwatch.ingest.publish import publish_files
+from ringwatch.ingest.run import prepare_topics, run_worker
+from ringwatch.ingest.simulate import SimulationConfig, simulate_to_directory
+from ringwatch.stack import manager
+
+IDLE_S = 3.0
+
+
+def _settings(base: Settings, bolt: str, kafka: str) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    return base.model_copy(
+        update={
+            "neo4j": Neo4jConfig(uri=bolt),
+            "kafka": KafkaConfig(
+                bootstrap_servers=kafka,
+                topic_identity=f"bench-{run}.identity",
+                topic_transactions=f"bench-{run}.transactions",
+                topic_labels=f"bench-{run}.labels",
+                topic_dead_letter=f"bench-{run}.dlq",
+                topic_alerts=f"bench-{run}.alerts",
+                topic_rings=f"bench-{run}.rings",
+                consumer_group=f"bench-{run}",
+            ),
+        }
+    )
+
+
+def _empty(settings: Settings) -> None:
+    with create_driver(settings.neo4j) as driver, driver.session() as session:
+        session.run(
+            "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 20000 ROWS"
+        ).consume()
+
+
+def _env(settings: Settings, workers: int) -> dict[str, str]:
+    import os
+
+    kafka = settings.kafka
+    return {
+        **os.environ,
+        "RINGWATCH_NEO4J__URI": settings.neo4j.uri,
+        "RINGWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "RINGWATCH_KAFKA__TOPIC_IDENTITY": kafka.topic_identity,
+        "RINGWATCH_KAFKA__TOPIC_TRANSACTIONS": kafka.topic_transactions,
+        "RINGWATCH_KAFKA__TOPIC_LABELS": kafka.topic_labels,
+        "RINGWATCH_KAFKA__TOPIC_DEAD_LETTER": kafka.topic_dead_letter,
+        "RINGWATCH_KAFKA__CONSUMER_GROUP": kafka.consumer_group,
+        "RINGWATCH_INGEST__WORKERS": str(workers),
+        "RINGWATCH_LOG_LEVEL": "WARNING",
+    }
+
+
+def throughput(settings: Settings, files: list[Path], events: int, workers: int) -> float:
+    _empty(settings)
+    prepare_topics(settings)
+    publish_files(settings.kafka, files)
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "ringwatch", "ingest", "run", "--until-idle", str(IDLE_S)],
+        env=_env(settings, workers),
+        check=True,
+    )
+    elapsed = time.perf_counter() - started - IDLE_S
+    return events / elapsed
+
+
+def latency(settings: Settings, files: list[Path], rate: float) -> tuple[float, float, int]:
+    _empty(settings)
+    prepare_topics(settings)
+    stop = threading.Event()
+    stats_box: list[object] = []
+    worker = threading.Thread(
+        target=lambda: stats_box.append(run_worker(settings, stop)), daemon=True
+    )
+    worker.start()
+    time.sleep(5)  # joined the group and assigned before the clock starts
+    publish_files(settings.kafka, files, rate=rate)
+    time.sleep(5)
+    stop.set()
+    worker.join(120)
+    stats = stats_box[0]
+    samples = sorted(getattr(stats, "latencies_ms", []))
+    p99 = samples[int(len(samples) * 0.99) - 1] if samples else float("nan")
+    return statistics.median(samples), p99, len(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--months", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--latency-rate", type=float, default=500.0)
+    parser.add_argument("--latency-subscribers", type=int, default=200)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ringwatch-bench-ingest-"))
+    stack = stack_on_free_ports(work / "stack").model_copy(
+        update={"neo4j_heap": "2g", "neo4j_pagecache": "1g", "jar_cache": None}
+    )
+    try:
+        manager.up(stack)
+        base = Settings()
+        data = work / "data"
+        counts = simulate_to_directory(
+            SimulationConfig(subscribers=args.subscribers, months=args.months), data
+        )
+        events = counts["identity"] + counts["transactions"] + counts["labels"]
+        files = [data / f"{name}.jsonl" for name in ("identity", "transactions", "labels")]
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        for run in range(args.runs):
+            for workers in (1, 2):
+                settings = _settings(base, stack.neo4j_bolt_uri, stack.kafka_bootstrap)
+                rate = throughput(settings, files, events, workers)
+                rates[workers].append(rate)
+                print(f"run {run + 1}, {workers} worker(s): {rate:,.0f} events/s", flush=True)
+
+        small = work / "latency"
+        simulate_to_directory(
+            SimulationConfig(subscribers=args.latency_subscribers, months=1, seed=1), small
+        )
+        small_files = [small / f"{name}.jsonl" for name in ("identity", "transactions", "labels")]
+        settings = _settings(base, stack.neo4j_bolt_uri, stack.kafka_bootstrap)
+        p50, p99, samples = latency(settings, small_files, args.latency_rate)
+    finally:
+        manager.down(stack)
+        shutil.rmtree(work, ignore_errors=True)
+
+    result = {
+        "events": events,
+        "subscribers": args.subscribers,
+        "months": args.months,
+        "events_per_s": {str(k): {"median": median(v), "all": v} for k, v in rates.items()},
+        "latency_ms": {"p50": p50, "p99": p99, "samples": samples, "rate": args.latency_rate},
+    }
+    path = save("ingest", result)
+    hw = hardware()
+    print(f"\nhardware: {hw['cpu']}, {hw['cores']} cores, {hw['memory']}")
+    print(f"{events:,} events ({args.subscribers} subscribers, {args.months} month(s))")
+    print("| workers | median events/s | runs |\n|---|---|---|")
+    for workers, values in rates.items():
+        runs = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"| {workers} | {median(values):,.0f} | {runs} |")
+    print(f"event-to-graph latency at {args.latency_rate:.0f} events/s: "
+          f"p50 {p50:.0f} ms, p99 {p99:.0f} ms ({samples} events)")  # fmt: skip
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
