@@ -79,18 +79,38 @@ def _env(settings: Settings, workers: int) -> dict[str, str]:
     }
 
 
+_STORED = (
+    "MATCH (e:IngestedEvent) WITH count(e) AS a "
+    "MATCH (t:Transaction) WITH a, count(t) AS b "
+    "MATCH (l:Label) WITH a, b, count(l) AS c RETURN a + b + c AS n"
+)
+
+
 def throughput(settings: Settings, files: list[Path], events: int, workers: int) -> float:
+    """Events/s from the first stored event to the last, polled from Neo4j's count store."""
     _empty(settings)
     prepare_topics(settings)
     publish_files(settings.kafka, files)
-    started = time.perf_counter()
-    subprocess.run(
+    process = subprocess.Popen(
         [sys.executable, "-m", "ringwatch", "ingest", "run", "--until-idle", str(IDLE_S)],
         env=_env(settings, workers),
-        check=True,
     )
-    elapsed = time.perf_counter() - started - IDLE_S
-    return events / elapsed
+    first: float | None = None
+    last = time.perf_counter()
+    with create_driver(settings.neo4j) as driver:
+        while process.poll() is None:
+            stored = int(driver.execute_query(_STORED).records[0]["n"])
+            now = time.perf_counter()
+            if stored and first is None:
+                first = now
+            if stored >= events:
+                last = now
+                break
+            time.sleep(0.2)
+    process.wait(300)
+    if process.returncode != 0 or first is None:
+        raise SystemExit(f"ingest run failed (exit {process.returncode})")
+    return events / (last - first)
 
 
 def latency(settings: Settings, files: list[Path], rate: float) -> tuple[float, float, int]:

@@ -10,12 +10,14 @@ The simulator writes these files and the backfill command reads them.
   identifier lists are joined with ``|``, so a ``|`` inside an identifier value cannot be written
   to these two formats (use JSONL for such data). An empty cell means "absent".
 
-CSV is UTF-8 (a byte-order mark is accepted) with a header row; columns may come in any order and
-optional ones may be left out. Parquet files written here keep ``schema_version`` as int64,
-``data_mb``, ``duration_s``, ``lat`` and ``lon`` as float64, and every other column, ``amount``
-and ``occurred_at`` included, as UTF-8 strings: amounts stay exact decimals and timestamps keep
-the offset they were written with. When reading, Parquet files from other tools may also use
-numeric, decimal, timestamp or list-of-string columns.
+CSV is UTF-8 with a header row, written with CRLF line ends as RFC 4180 says (LF and a byte-order
+mark are accepted when reading); columns may come in any order and optional ones may be left out.
+
+Parquet files written here keep ``schema_version`` as int64, ``data_mb``, ``duration_s``, ``lat``
+and ``lon`` as float64, and every other column, ``amount`` and ``occurred_at`` included, as UTF-8
+strings: amounts stay exact decimals and timestamps keep the offset they were written with. When
+reading, Parquet files from other tools may also use numeric, decimal, timestamp, binary or
+list-of-string columns; NaN in a numeric column counts as empty, as dataframe tools write it.
 
 `iter_records` streams a file (CSV line by line, Parquet by record batches) and yields one
 `SourceRecord` per row with the line number a person sees in the file, so rejects can be reported
@@ -28,6 +30,7 @@ import csv
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -141,13 +144,18 @@ _FLOAT_COLUMNS: Final = frozenset({"data_mb", "duration_s", "lat", "lon"})
 _DECIMAL_COLUMNS: Final = frozenset({"amount"})
 _LIST_COLUMNS: Final = frozenset(IDENTIFIER_KINDS)
 
+_IDENTITY_MODELS: Final = (
+    SubscriberRegistered,
+    SubscriberUpdated,
+    SubscriberClosed,
+    SimActivated,
+    DeviceSeen,
+)
+_TRANSACTION_MODELS: Final = (DataUsage, Call, Sms, TopUp, Payment, Transfer)
 _FAMILY_OF: Final[Mapping[type[Any], EventFamily]] = MappingProxyType(
     {
-        **dict.fromkeys(
-            (SubscriberRegistered, SubscriberUpdated, SubscriberClosed, SimActivated, DeviceSeen),
-            EventFamily.IDENTITY,
-        ),
-        **dict.fromkeys((DataUsage, Call, Sms, TopUp, Payment, Transfer), EventFamily.TRANSACTIONS),
+        **dict.fromkeys(_IDENTITY_MODELS, EventFamily.IDENTITY),
+        **dict.fromkeys(_TRANSACTION_MODELS, EventFamily.TRANSACTIONS),
         LabelEvent: EventFamily.LABELS,
     }
 )
@@ -156,6 +164,9 @@ PARQUET_BATCH_ROWS: Final = 65_536
 # A JSONL line may end in CRLF; anything longer than an event may be is refused unread.
 _MAX_LINE_BYTES: Final = MAX_EVENT_BYTES + 2
 _MAX_REPORTED_NAME: Final = 64
+# ASCII only: Python's int() and float() also take "1_000" and non-Latin digits.
+_INTEGER: Final = re.compile(r"[+-]?[0-9]+")
+_DECIMAL_NUMBER: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,20 +221,18 @@ def event_payload(event: AnyEvent) -> dict[str, Any]:
 def event_to_row(event: AnyEvent) -> Row:
     """One flat CSV/Parquet row (every column of the event's family, absent values None).
 
-    Raises `IngestError` when an identifier value contains ``|``, which the flat formats use to
-    join lists.
+    Values are the ones of the JSON message: timestamps as ISO 8601 text, amounts as decimal
+    text, other numbers as numbers. Raises `IngestError` when an identifier value contains
+    ``|``, which the flat formats use to join lists.
     """
     family = family_of(event)
     payload = event_payload(event)
-    row: Row = dict.fromkeys(COLUMNS[family])
-    for column in row:
-        value = payload.get(column)
-        if value is not None and not isinstance(value, dict | list):
-            row[column] = value
+    # Nested objects are never column names, so every plain column is a plain JSON value.
+    row: Row = {column: payload.get(column) for column in COLUMNS[family]}
     if family is EventFamily.IDENTITY:
-        identifiers: dict[str, list[str]] = payload.get("identifiers", {})
+        identifiers: dict[str, list[str]] = payload["identifiers"]
         for kind in IDENTIFIER_KINDS:
-            values = identifiers.get(kind) or []
+            values = identifiers[kind]
             if any(MULTI_VALUE_SEPARATOR in value for value in values):
                 raise IngestError(
                     f"event {event.event_id}: identifiers.{kind} contains '|', which CSV and "
@@ -231,13 +240,15 @@ def event_to_row(event: AnyEvent) -> Row:
                 )
             row[kind] = MULTI_VALUE_SEPARATOR.join(values) if values else None
     elif family is EventFamily.TRANSACTIONS:
-        counterparty: dict[str, Any] = payload.get("counterparty") or {}
-        location: dict[str, Any] = payload.get("location") or {}
-        row["counterparty_kind"] = counterparty.get("kind")
-        row["counterparty_id"] = counterparty.get("id")
-        row["lat"] = location.get("lat")
-        row["lon"] = location.get("lon")
-        row["country"] = location.get("country")
+        counterparty: dict[str, str] | None = payload.get("counterparty")
+        if counterparty is not None:
+            row["counterparty_kind"] = counterparty["kind"]
+            row["counterparty_id"] = counterparty["id"]
+        location: dict[str, Any] | None = payload.get("location")
+        if location is not None:
+            row["lat"] = location["lat"]
+            row["lon"] = location["lon"]
+            row["country"] = location.get("country")
     return row
 
 
@@ -310,6 +321,9 @@ def _cell_value(name: str, value: object) -> Any:
         return str(value) if isinstance(value, int) else value
     if isinstance(value, Decimal):
         return str(value)
+    if isinstance(value, bytes):
+        # Some writers store text as plain binary; anything that is not UTF-8 fails the row.
+        return _cell_value(name, value.decode("utf-8"))
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     if isinstance(value, list | tuple) and name in _LIST_COLUMNS:
@@ -318,17 +332,15 @@ def _cell_value(name: str, value: object) -> Any:
 
 
 def _parse_int(text: str) -> int | str:
-    try:
-        return int(text.strip())
-    except ValueError:
-        return text
+    stripped = text.strip()
+    return int(stripped) if _INTEGER.fullmatch(stripped) else text
 
 
 def _parse_float(text: str) -> float | str:
-    try:
-        number = float(text.strip())
-    except ValueError:
+    stripped = text.strip()
+    if not _DECIMAL_NUMBER.fullmatch(stripped):
         return text
+    number = float(stripped)
     return number if math.isfinite(number) else text
 
 
@@ -410,7 +422,8 @@ def _write_csv(path: Path, family: EventFamily, events: Iterable[AnyEvent]) -> i
     columns = COLUMNS[family]
     count = 0
     with path.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out, lineterminator="\n")
+        # CRLF as RFC 4180 says; it also makes the writer quote values holding a lone CR.
+        writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(columns)
         for event in events:
             row = event_to_row(event)
@@ -449,7 +462,7 @@ def _write_parquet(path: Path, family: EventFamily, events: Iterable[AnyEvent]) 
                 count += pending
                 batch = {column: [] for column in columns}
                 pending = 0
-        if pending or count == 0:
+        if pending:
             writer.write_batch(pa.RecordBatch.from_pydict(batch, schema=schema))
             count += pending
     return count
@@ -467,15 +480,23 @@ def iter_records(
     starts on (the CSV header is line 1), or the row number in a Parquet file. Rows before
     ``start_line`` are skipped without being decoded, so a resumed run passes the line after the
     last one it finished. Blank lines are not records. A row that cannot be read (bad JSON, wrong
-    number of CSV columns, bytes that are not UTF-8) yields a record with ``error`` set; a file
-    that cannot be read at all (missing, unknown or missing columns, not Parquet) raises
-    `IngestError`.
+    number of CSV columns, bytes that are not UTF-8) yields a record with ``error`` set.
+
+    Raises `IngestError` at once for an unknown extension or a bad ``start_line``, and while
+    iterating when the file cannot be read at all (missing, unknown or missing columns, not
+    Parquet).
     """
     family = EventFamily(family)
     source = Path(path)
     fmt = detect_format(source)
     if start_line < 1:
         raise IngestError(f"start_line must be 1 or more, got {start_line}")
+    return _records(source, family, fmt, start_line)
+
+
+def _records(
+    source: Path, family: EventFamily, fmt: FileFormat, start_line: int
+) -> Iterator[SourceRecord]:
     try:
         if fmt == "jsonl":
             yield from _iter_jsonl(source, start_line)
@@ -606,7 +627,7 @@ def _flat_record(
         raw = _to_json_bytes(payload)
     except IngestError as exc:
         return SourceRecord(name, line_no, None, None, str(exc))
-    except UnicodeEncodeError:
+    except UnicodeError:
         return SourceRecord(name, line_no, None, None, "not valid UTF-8")
     except (TypeError, ValueError):
         return SourceRecord(name, line_no, None, None, "a cell has a type JSON cannot carry")

@@ -27,6 +27,7 @@ from ringwatch.ingest.prepare import PreparedEvent, Preparer
 
 log = logging.getLogger(__name__)
 _MAX_LATENCY_SAMPLES = 200_000
+_FIRST_MESSAGE_GRACE_S = 30.0
 
 
 @dataclass
@@ -92,17 +93,25 @@ class IngestWorker:
 
     def run(self, should_stop: Callable[[], bool]) -> IngestStats:
         self.consumer.subscribe(list(self.topics))
-        last_message = time.monotonic()
+        # Until the first message, joining the group and getting partitions takes seconds:
+        # wait at least _FIRST_MESSAGE_GRACE_S before calling the stream idle.
+        last_message: float | None = None
+        started = time.monotonic()
         try:
             while not should_stop():
                 messages = self.consumer.consume(self.batch_size, timeout=self.poll_timeout_s)
                 if messages:
                     self.process(messages, should_stop)
                     last_message = time.monotonic()
-                elif self.idle_exit_s is not None and (
-                    time.monotonic() - last_message >= self.idle_exit_s
-                ):
-                    break
+                elif self.idle_exit_s is not None:
+                    quiet_since = last_message if last_message is not None else started
+                    wait = (
+                        self.idle_exit_s
+                        if last_message is not None
+                        else max(self.idle_exit_s, _FIRST_MESSAGE_GRACE_S)
+                    )
+                    if time.monotonic() - quiet_since >= wait:
+                        break
         finally:
             # close() leaves the group at once, so partitions move to the other workers now.
             self.consumer.close()
