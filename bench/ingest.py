@@ -80,9 +80,10 @@ def _env(settings: Settings, workers: int) -> dict[str, str]:
 
 
 _STORED = (
-    "MATCH (e:IngestedEvent) WITH count(e) AS a "
-    "MATCH (t:Transaction) WITH a, count(t) AS b "
-    "MATCH (l:Label) WITH a, b, count(l) AS c RETURN a + b + c AS n"
+    "CALL () { MATCH (e:IngestedEvent) RETURN count(e) AS a } "
+    "CALL () { MATCH (t:Transaction) RETURN count(t) AS b } "
+    "CALL () { MATCH (l:Label) RETURN count(l) AS c } "
+    "RETURN a + b + c AS n"
 )
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ringwatch import __version__
 from ringwatch.config import Settings, StackConfig, get_settings
@@ -373,6 +374,7 @@ BackfillPaths = Annotated[
     typer.Argument(
         help="Event files, loaded in order; the format comes from the extension "
         "(.csv, .jsonl / .ndjson, .parquet).",
+        metavar="PATH",
         show_default=False,
     ),
 ]
@@ -403,10 +405,6 @@ RestartOption = Annotated[
         help="Ignore and reset the checkpoint (and the rejects file): read every file again.",
     ),
 ]
-WritersOption = Annotated[
-    int,
-    typer.Option("--writers", min=1, max=8, help="Threads writing batches to Neo4j at once."),
-]
 
 
 @backfill_app.command("identities")
@@ -416,10 +414,9 @@ def backfill_identities(
     checkpoint: CheckpointOption = None,
     rejects: RejectsOption = None,
     restart: RestartOption = False,
-    writers: WritersOption = 1,
 ) -> None:
     """Load identity events (registrations, updates, closures, SIMs, devices)."""
-    _backfill("identity", paths, batch_size, checkpoint, rejects, restart, writers)
+    _backfill("identity", paths, batch_size, checkpoint, rejects, restart)
 
 
 @backfill_app.command("transactions")
@@ -429,10 +426,9 @@ def backfill_transactions(
     checkpoint: CheckpointOption = None,
     rejects: RejectsOption = None,
     restart: RestartOption = False,
-    writers: WritersOption = 1,
 ) -> None:
     """Load transaction events (usage, calls, SMS, top-ups, payments, transfers)."""
-    _backfill("transactions", paths, batch_size, checkpoint, rejects, restart, writers)
+    _backfill("transactions", paths, batch_size, checkpoint, rejects, restart)
 
 
 @backfill_app.command("labels")
@@ -442,10 +438,9 @@ def backfill_labels(
     checkpoint: CheckpointOption = None,
     rejects: RejectsOption = None,
     restart: RestartOption = False,
-    writers: WritersOption = 1,
 ) -> None:
     """Load fraud / legitimate labels (chargebacks, analyst decisions)."""
-    _backfill("labels", paths, batch_size, checkpoint, rejects, restart, writers)
+    _backfill("labels", paths, batch_size, checkpoint, rejects, restart)
 
 
 def _backfill(
@@ -455,7 +450,6 @@ def _backfill(
     checkpoint: Path | None,
     rejects: Path | None,
     restart: bool,
-    writers: int,
 ) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -507,7 +501,6 @@ def _backfill(
                         rejects_path=rejects_path,
                         progress=report,
                         resume=not restart,
-                        writers=writers,
                     )
                 except BackfillInterruptedError as exc:
                     interrupted, summary = exc, exc.summary
@@ -517,17 +510,20 @@ def _backfill(
             out.print(
                 f"files already loaded per {checkpoint_path} were skipped; "
                 "pass --restart to read them again",
+                markup=False,
                 highlight=False,
             )
         if interrupted is not None:
-            err.print(f"[bold yellow]{interrupted}[/]", highlight=False, soft_wrap=True)
+            err.print(
+                str(interrupted), style="bold yellow", markup=False, highlight=False, soft_wrap=True
+            )
             raise typer.Exit(code=130)
 
 
 def _print_backfill_summary(family: str, summary: BackfillSummary, rejects: Path) -> None:
-    table = Table(title=f"backfill {family}")
-    table.add_column("")
-    table.add_column("", justify="right")
+    table = Table(title=f"backfill {family}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
     table.add_row("files", f"{summary.files:,} ({summary.files_skipped:,} already loaded)")
     table.add_row("rows read", f"{summary.rows_read:,}")
     table.add_row("written", f"{summary.written:,}")
@@ -536,7 +532,7 @@ def _print_backfill_summary(family: str, summary: BackfillSummary, rejects: Path
     table.add_row("rate", f"{summary.rate:,.0f} rows/s")
     table.add_row("elapsed", f"{summary.seconds:,.1f} s")
     if summary.rejected:
-        table.add_row("rejects file", str(rejects))
+        table.add_row("rejects file", Text(str(rejects)))
     out.print(table)
 
 

@@ -46,8 +46,8 @@ def stack_config() -> StackConfig:
     home = Path(
         os.environ.get("RINGWATCH_TEST_STACK_HOME", Path.home() / ".ringwatch" / "test-stack")
     )
-    # The jar cache is shared between test homes: a second home costs no second copy.
-    jars = Path.home() / ".ringwatch" / "test-stack" / "lib"
+    # The test stack uses the jars `make setup` resolved for the development stack.
+    jars = StackConfig().lib_root
     return StackConfig(home=home, jar_cache=jars, start_timeout_s=180, **TEST_PORTS)  # type: ignore[arg-type]
 
 

@@ -213,7 +213,7 @@ def test_events_land_exactly_and_a_second_delivery_changes_nothing(
     assert _snapshot(graph) == expected
 
 
-def _worker_process(settings: Settings) -> subprocess.Popen[bytes]:
+def _worker_process(settings: Settings, workers: int = 1) -> subprocess.Popen[bytes]:
     kafka = settings.kafka
     env = {
         **os.environ,
@@ -228,6 +228,7 @@ def _worker_process(settings: Settings) -> subprocess.Popen[bytes]:
         "RINGWATCH_KAFKA__CONSUMER_GROUP": kafka.consumer_group,
         "RINGWATCH_INGEST__BATCH_SIZE": "100",
         "RINGWATCH_INGEST__TOPIC_PARTITIONS": "3",
+        "RINGWATCH_INGEST__WORKERS": str(workers),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "ringwatch", "ingest", "run"],
@@ -264,6 +265,22 @@ def test_worker_killed_mid_stream_and_restarted_ends_exact(
         second.send_signal(signal.SIGTERM)
         _, stderr = second.communicate(timeout=60)
     assert second.returncode == 0, stderr.decode()[-2000:]
+    assert _snapshot(graph) == expected
+
+
+def test_two_worker_processes_share_the_partitions_and_end_exact(
+    graph: Neo4jRunner, ingest_settings: Settings
+) -> None:
+    payloads = _fix_device_ids(population(60, 10))
+    expected = expected_snapshot(graph, payloads, ingest_settings.scoring.hub_cap)
+    produce(ingest_settings, payloads)
+    workers = _worker_process(ingest_settings, workers=2)
+    try:
+        wait_for(lambda: lag(ingest_settings) == 0, timeout_s=180, what="two workers to catch up")
+    finally:
+        workers.send_signal(signal.SIGTERM)
+        _, stderr = workers.communicate(timeout=60)
+    assert workers.returncode == 0, stderr.decode()[-2000:]
     assert _snapshot(graph) == expected
 
 
