@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 RW := $(VENV)/bin/ringwatch
 # The test suite runs its own stack here, on its own ports (see tests/integration/conftest.py).
 TEST_STACK_HOME ?= $(HOME)/.ringwatch/test-stack
+export RINGWATCH_TEST_STACK_HOME := $(TEST_STACK_HOME)
 PYTEST_ARGS ?=
 # The population `make run` simulates and streams through Kafka.
 SIM_SUBSCRIBERS ?= 1000
