@@ -23,6 +23,7 @@ from ringwatch.graph.schema import migrate
 from ringwatch.graph.writer import GraphWriter
 from ringwatch.ingest.backfill import backfill
 from ringwatch.ingest.normalize import luhn_check_digit
+from ringwatch.ingest.offline_import import offline_import_identities
 from ringwatch.ingest.prepare import Preparer
 from ringwatch.stack import manager
 
@@ -51,6 +52,59 @@ def write_identities(path: Path, subscribers: int) -> None:
             out.write(json.dumps(record) + "\n")
 
 
+def _online(work: Path, data: Path, size: int, run: int, batch_size: int, writers: int) -> float:
+    stack = stack_on_free_ports(work / f"stack-{size}-{run}").model_copy(
+        update={"neo4j_heap": "3g", "neo4j_pagecache": "2g"}
+    )
+    manager.up(stack)
+    try:
+        settings = Settings(neo4j=Neo4jConfig(uri=stack.neo4j_bolt_uri))
+        with create_driver(settings.neo4j) as driver:
+            runner = Neo4jRunner(driver)
+            migrate(runner)
+            started = time.perf_counter()
+            summary = backfill(
+                "identity",
+                [data],
+                runner=runner,
+                writer=GraphWriter(runner, hub_cap=settings.scoring.hub_cap),
+                preparer=Preparer(),
+                batch_size=batch_size,
+                checkpoint_path=work / f"cp-{size}-{run}.json",
+                rejects_path=work / f"rejects-{size}-{run}.jsonl",
+                writers=writers,
+            )
+            elapsed = time.perf_counter() - started
+    finally:
+        manager.down(stack)
+        shutil.rmtree(work / f"stack-{size}-{run}", ignore_errors=True)
+    assert summary.rejected == 0, summary
+    return size / elapsed
+
+
+def _offline(work: Path, data: Path, size: int, run: int) -> float:
+    """The offline import into an empty store, timed end to end (reading to restarted server)."""
+    stack = stack_on_free_ports(work / f"offline-{size}-{run}").model_copy(
+        update={"neo4j_heap": "3g", "neo4j_pagecache": "2g"}
+    )
+    manager.up(stack)
+    try:
+        summary = offline_import_identities(
+            [data],
+            stack=stack,
+            preparer=Preparer(),
+            hub_cap=50,
+            work_dir=work / f"offline-csv-{size}-{run}",
+            rejects_path=work / f"offline-rejects-{size}-{run}.jsonl",
+        )
+    finally:
+        manager.down(stack)
+        shutil.rmtree(work / f"offline-{size}-{run}", ignore_errors=True)
+        shutil.rmtree(work / f"offline-csv-{size}-{run}", ignore_errors=True)
+    assert summary.rejected == 0 and summary.events == size, summary
+    return size / summary.seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -66,35 +120,14 @@ def main() -> None:
             data = work / f"identity-{size}.jsonl"
             write_identities(data, size)
             rates: list[float] = []
+            offline_rates: list[float] = []
             for run in range(args.runs if size < 1_000_000 else 1):
-                stack = stack_on_free_ports(work / f"stack-{size}-{run}").model_copy(
-                    update={"neo4j_heap": "3g", "neo4j_pagecache": "2g"}
-                )
-                manager.up(stack)
-                try:
-                    settings = Settings(neo4j=Neo4jConfig(uri=stack.neo4j_bolt_uri))
-                    with create_driver(settings.neo4j) as driver:
-                        runner = Neo4jRunner(driver)
-                        migrate(runner)
-                        started = time.perf_counter()
-                        summary = backfill(
-                            "identity",
-                            [data],
-                            runner=runner,
-                            writer=GraphWriter(runner, hub_cap=settings.scoring.hub_cap),
-                            preparer=Preparer(),
-                            batch_size=args.batch_size,
-                            checkpoint_path=work / f"cp-{size}-{run}.json",
-                            rejects_path=work / f"rejects-{size}-{run}.jsonl",
-                            writers=args.writers,
-                        )
-                        elapsed = time.perf_counter() - started
-                finally:
-                    manager.down(stack)
-                    shutil.rmtree(work / f"stack-{size}-{run}", ignore_errors=True)
-                assert summary.rejected == 0, summary
-                rates.append(size / elapsed)
-                print(f"{size:,} subscribers, run {run + 1}: {size / elapsed:,.0f} records/s")
+                rates.append(_online(work, data, size, run, args.batch_size, args.writers))
+                print(f"{size:,} subscribers, run {run + 1}: {rates[-1]:,.0f} records/s online")
+                offline_rates.append(_offline(work, data, size, run))
+                print(f"{size:,} subscribers, run {run + 1}: {offline_rates[-1]:,.0f} records/s "
+                      "offline")  # fmt: skip
+            results[f"{size} offline"] = {"median": median(offline_rates), "all": offline_rates}
             results[str(size)] = {"median": median(rates), "all": rates}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -103,13 +136,14 @@ def main() -> None:
                              "batch_size": args.batch_size})  # fmt: skip
     hw = hardware()
     print(f"\nhardware: {hw['cpu']}, {hw['cores']} cores, {hw['memory']}")
-    print("| subscribers | median records/s | runs |\n|---|---|---|")
-    for size, row in results.items():
+    print("| subscribers (mode) | median records/s | runs |\n|---|---|---|")
+    for key, row in results.items():
         values = row["all"]
         assert isinstance(values, list)
-        print(
-            f"| {int(size):,} | {row['median']:,.0f} | {', '.join(f'{v:,.0f}' for v in values)} |"
-        )
+        size, _, mode = key.partition(" ")
+        label = f"{int(size):,} ({mode or 'online'})"
+        runs = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"| {label} | {row['median']:,.0f} | {runs} |")
     print(f"saved {path}")
 
 
