@@ -15,7 +15,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from neo4j.exceptions import DriverError, Neo4jError
 
 from ringwatch.graph.exceptions import GraphError
@@ -28,6 +35,14 @@ from ringwatch.ingest.prepare import PreparedEvent, Preparer
 log = logging.getLogger(__name__)
 _MAX_LATENCY_SAMPLES = 200_000
 _FIRST_MESSAGE_GRACE_S = 30.0
+_REBALANCE_ERRORS = frozenset(
+    {
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.FENCED_INSTANCE_ID,
+    }
+)
 
 
 @dataclass
@@ -37,6 +52,7 @@ class IngestStats:
     dead_letters: int = 0
     written: WriteResult = field(default_factory=WriteResult)
     graph_retries: int = 0
+    commits_lost_to_rebalance: int = 0
     # Milliseconds from each message's Kafka timestamp to the commit of its batch (bounded).
     latencies_ms: list[float] = field(default_factory=list)
 
@@ -155,10 +171,19 @@ class IngestWorker:
             # The rejects must be safe on the dead-letter topic before their offsets move on.
             self.dead_letters.flush()
             self.stats.dead_letters += len(letters)
-        self.consumer.commit(
-            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in sorted(offsets.items())],
-            asynchronous=False,
-        )
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in sorted(offsets.items())],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            # The group rebalanced while the batch was being written: the partitions may now be
+            # another worker's, which will deliver the batch again. It is already stored, and a
+            # second delivery changes nothing, so this is not an error.
+            if not (exc.args and exc.args[0].code() in _REBALANCE_ERRORS):
+                raise
+            self.stats.commits_lost_to_rebalance += 1
+            log.info("offsets not committed (group rebalanced); the batch will be redelivered")
         self.stats.batches += 1
         self.stats.record_latencies(messages, time.time() * 1000)
         return True

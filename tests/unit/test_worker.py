@@ -1,0 +1,93 @@
+"""The ingest worker's batch handling with fakes: commit order and rebalances."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+
+from ringwatch.graph.writer import GraphWriter
+from ringwatch.ingest.events import EventFamily
+from ringwatch.ingest.kafka import DeadLetter
+from ringwatch.ingest.prepare import Preparer
+from ringwatch.ingest.worker import IngestWorker
+from tests.factories import identity
+from tests.unit.fakes import RecordingRunner
+
+
+@dataclass
+class FakeConsumer:
+    commit_error: KafkaException | None = None
+    commits: list[list[TopicPartition]] = field(default_factory=list)
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        if self.commit_error is not None:
+            raise self.commit_error
+        self.commits.append(offsets)
+
+
+@dataclass
+class FakeDeadLetters:
+    published: list[DeadLetter] = field(default_factory=list)
+    flushed: int = 0
+
+    def publish(self, letter: DeadLetter) -> None:
+        self.published.append(letter)
+
+    def flush(self) -> None:
+        self.flushed += 1
+
+
+def _worker(consumer: FakeConsumer, letters: FakeDeadLetters) -> IngestWorker:
+    # Every claim statement answers "new" for the ids it is given.
+    def respond(_query: str, params: Any) -> list[dict[str, Any]]:
+        rows = params.get("rows", [])
+        return [{"id": r.get("event_id") or r.get("transaction_id")} for r in rows]
+
+    return IngestWorker(
+        consumer=consumer,  # type: ignore[arg-type]
+        writer=GraphWriter(RecordingRunner(responder=respond), hub_cap=50),
+        preparer=Preparer(),
+        dead_letters=letters,  # type: ignore[arg-type]
+        topics={"identity": EventFamily.IDENTITY},
+    )
+
+
+def _message(offset: int, payload: dict[str, Any] | bytes) -> Message:
+    value = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return Message(topic="identity", partition=0, offset=offset, key=b"s1", value=value)
+
+
+def test_offsets_are_committed_after_the_write_and_past_the_last_message() -> None:
+    consumer, letters = FakeConsumer(), FakeDeadLetters()
+    worker = _worker(consumer, letters)
+    batch = [
+        _message(7, identity("e1", "s1")),
+        _message(8, b"{bad"),
+        _message(9, identity("e2", "s2")),
+    ]
+    assert worker.process(batch, lambda: False)
+    assert [(tp.topic, tp.partition, tp.offset) for tp in consumer.commits[0]] == [
+        ("identity", 0, 10)
+    ]
+    assert [letter.stage for letter in letters.published] == ["parse"]
+    assert letters.flushed == 1
+    assert worker.stats.written.identity == 2
+
+
+def test_a_commit_lost_to_a_rebalance_is_not_fatal() -> None:
+    lost = KafkaException(KafkaError(KafkaError.ILLEGAL_GENERATION))
+    consumer, letters = FakeConsumer(commit_error=lost), FakeDeadLetters()
+    worker = _worker(consumer, letters)
+    assert worker.process([_message(1, identity("e1", "s1"))], lambda: False)
+    assert worker.stats.commits_lost_to_rebalance == 1
+
+
+def test_other_commit_failures_stop_the_worker() -> None:
+    broken = KafkaException(KafkaError(KafkaError._TRANSPORT))
+    worker = _worker(FakeConsumer(commit_error=broken), FakeDeadLetters())
+    with pytest.raises(KafkaException):
+        worker.process([_message(1, identity("e1", "s1"))], lambda: False)
