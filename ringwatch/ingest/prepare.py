@@ -33,6 +33,7 @@ from ringwatch.ingest.normalize import (
     IdentifierKind,
     is_placeholder_imei,
     keyed_hash,
+    normalize_device,
     normalize_identifier,
     normalize_phone,
 )
@@ -147,6 +148,14 @@ class Preparer:
 
     def _identifier(self, kind: IdentifierKind, raw: str, path: str) -> IdentifierLink:
         try:
+            if kind is IdentifierKind.DEVICE:
+                # Placeholder IMEIs are recognised on the canonical value, before any hashing.
+                canonical = normalize_device(raw)
+                placeholder = canonical.isdigit() and is_placeholder_imei(canonical)
+                node_id = (
+                    keyed_hash(canonical, self._hmac_key, kind) if self._hmac_key else canonical
+                )
+                return IdentifierLink(kind, node_id, placeholder)
             node_id = normalize_identifier(
                 kind,
                 raw,
@@ -156,10 +165,7 @@ class Preparer:
             )
         except NormalisationError as exc:
             raise PreparationError(path, exc.reason) from None
-        placeholder = (
-            kind is IdentifierKind.DEVICE and node_id.isdigit() and is_placeholder_imei(node_id)
-        )
-        return IdentifierLink(kind, node_id, placeholder)
+        return IdentifierLink(kind, node_id)
 
     def _links(self, identifiers: Identifiers) -> tuple[IdentifierLink, ...]:
         links: dict[tuple[IdentifierKind, str], IdentifierLink] = {}
