@@ -23,6 +23,7 @@ from ringwatch.exceptions import RingwatchError
 
 if TYPE_CHECKING:
     from ringwatch.ingest.backfill import BackfillSummary
+    from ringwatch.ingest.events import EventFamily
 
 app = typer.Typer(
     name="ringwatch",
@@ -258,36 +259,42 @@ def ingest_produce(
     ] = None,
 ) -> None:
     """Publish files of events to the input topics, keyed by subscriber id."""
-    from rich.progress import Progress
-
     from ringwatch.ingest.events import EventFamily
     from ringwatch.ingest.exceptions import IngestError
-    from ringwatch.ingest.publish import publish_files
-    from ringwatch.ingest.run import prepare_topics
 
     with _edge():
-        settings = _settings()
         try:
             chosen = EventFamily(family) if family else None
         except ValueError:
             raise IngestError(f"unknown family '{family}'") from None
-        prepare_topics(settings)
-        with Progress(console=err, transient=True) as progress:
-            task = progress.add_task("publishing", total=None)
-            summary = publish_files(
-                settings.kafka,
-                paths,
-                family=chosen,
-                rate=rate,
-                progress=lambda n: progress.advance(task, n),
-            )
-        rate_done = summary.sent / summary.seconds if summary.seconds else 0.0
-        out.print(
-            f"[green]published[/] {summary.sent} events in {summary.seconds:.1f}s "
-            f"({rate_done:,.0f}/s); unreadable rows: {len(summary.unreadable)}"
+        _publish(paths, family=chosen, rate=rate)
+
+
+def _publish(paths: list[Path], *, family: EventFamily | None, rate: float | None) -> None:
+    """Publish event files with a progress bar, then say what was sent and what was not."""
+    from rich.progress import Progress
+
+    from ringwatch.ingest.publish import publish_files
+    from ringwatch.ingest.run import prepare_topics
+
+    settings = _settings()
+    prepare_topics(settings)
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("publishing", total=None)
+        summary = publish_files(
+            settings.kafka,
+            paths,
+            family=family,
+            rate=rate,
+            progress=lambda n: progress.advance(task, n),
         )
-        for line in summary.unreadable[:20]:
-            out.print(f"  {line}", markup=False, highlight=False)
+    rate_done = summary.sent / summary.seconds if summary.seconds else 0.0
+    out.print(
+        f"[green]published[/] {summary.sent:,} events in {summary.seconds:.1f}s "
+        f"({rate_done:,.0f}/s); unreadable rows: {len(summary.unreadable)}"
+    )
+    for line in summary.unreadable[:20]:
+        out.print(f"  {line}", markup=False, highlight=False)
 
 
 @ingest_app.command("topics")
@@ -302,8 +309,8 @@ def ingest_topics() -> None:
 
 @app.command()
 def simulate(
-    out: Annotated[
-        Path, typer.Option(help="Directory for the event files and ground truth.")
+    directory: Annotated[
+        Path, typer.Option("--out", help="Directory for the event files and ground truth.")
     ] = Path("data/simulated"),
     subscribers: Annotated[int, typer.Option(help="Population size.")] = 2000,
     months: Annotated[int, typer.Option(help="Months of history (30 days each).")] = 3,
@@ -325,21 +332,16 @@ def simulate(
             raise IngestError(f"unknown format '{file_format}'; choose jsonl, csv or parquet")
         config = SimulationConfig(subscribers=subscribers, months=months, seed=seed)
         started = time.perf_counter()
-        counts = simulate_to_directory(config, out, file_format)  # type: ignore[arg-type]
-        out.mkdir(parents=True, exist_ok=True)
+        counts = simulate_to_directory(config, directory, file_format)  # type: ignore[arg-type]
         summary = ", ".join(f"{count:,} {name}" for name, count in counts.items())
-        typer.echo(f"simulated {summary} into {out} in {time.perf_counter() - started:.1f}s")
+        elapsed = time.perf_counter() - started
+        out.print(f"simulated {summary} into {directory} in {elapsed:.1f}s", highlight=False)
         if kafka:
-            from ringwatch.ingest.publish import publish_files
-            from ringwatch.ingest.run import prepare_topics
-
-            settings = _settings()
-            prepare_topics(settings)
             files = [
-                out / f"{name}.{file_format}" for name in ("identity", "transactions", "labels")
+                directory / f"{name}.{file_format}"
+                for name in ("identity", "transactions", "labels")
             ]
-            published = publish_files(settings.kafka, files, rate=rate)
-            typer.echo(f"published {published.sent:,} events to Kafka in {published.seconds:.1f}s")
+            _publish(files, family=None, rate=rate)
 
 
 @db_app.command("stats")

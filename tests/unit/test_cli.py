@@ -52,3 +52,19 @@ def test_missing_maven_is_one_clear_line(tmp_path: Path) -> None:
 def test_logs_of_an_unknown_server_is_one_clear_line(tmp_path: Path) -> None:
     result = run_cli("stack", "logs", "postgres", env=stack_env(tmp_path / "home"))
     assert_one_line_error(result, "unknown server 'postgres'", "neo4j, kafka")
+
+
+def test_simulate_writes_the_event_files_and_ground_truth(tmp_path: Path) -> None:
+    target = tmp_path / "sim"
+    result = run_cli("simulate", "--subscribers", "100", "--months", "1", "--out", str(target))
+    assert result.code == 0, result.stderr
+    names = sorted(p.name for p in target.iterdir())
+    assert names == ["ground_truth.csv", "identity.jsonl", "labels.jsonl", "transactions.jsonl"]
+    assert "100 ground_truth" in result.stdout
+
+
+def test_produce_with_an_unknown_family_is_one_clear_line(tmp_path: Path) -> None:
+    events = tmp_path / "identity.jsonl"
+    events.write_text("{}\n")
+    result = run_cli("ingest", "produce", str(events), "--family", "payroll")
+    assert_one_line_error(result, "unknown family 'payroll'")
