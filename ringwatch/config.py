@@ -130,6 +130,27 @@ class ScoringConfig(_Frozen):
     weight_address: Fraction = 0.4
     weight_payment: Fraction = 0.35
     weight_device: Fraction = 0.25
+    # Not in the specification's defaults: emails and phone numbers shared between accounts are
+    # strong links; IPs are shared by households and offices behind one router, so they do not
+    # form rings by default (0 keeps a type out of the ring projection; it stays a feature).
+    weight_phone: Fraction = 0.3
+    weight_email: Fraction = 0.3
+    weight_ip: Fraction = 0.0
+    burst_transactions_per_hour: int = Field(
+        default=20, ge=2, description="Transactions in one hour that count as a burst."
+    )
+    new_account_days: int = Field(
+        default=30, ge=1, description="Accounts younger than this count as new."
+    )
+    impossible_travel_kmh: float = Field(default=900.0, gt=0)
+    short_call_ratio: Fraction = Field(
+        default=0.6, description="Share of calls under 10 s that counts as a call pattern."
+    )
+    night_call_ratio: Fraction = Field(default=0.4)
+    distinct_destinations_per_day: int = Field(default=40, ge=2)
+    min_labels_per_class: int = Field(
+        default=20, ge=2, description="Labels of each class needed before the stacking model."
+    )
     priority_p1: Fraction = 0.8
     priority_p2: Fraction = 0.5
     priority_p3: Fraction = 0.3
