@@ -16,11 +16,12 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString, TypeVar
 
 from ringwatch.graph.db import QueryRunner, Record, Tx
+from ringwatch.graph.rings import LiveRingTracker, RingEvent
 from ringwatch.ingest.normalize import IdentifierKind
 from ringwatch.ingest.prepare import (
     NIGHT_HOURS,
@@ -115,8 +116,13 @@ def _link_statement(schema: IdentifierSchema) -> LiteralString:
         " THEN row.first_ts ELSE r.first_seen END,\n"
         "    r.last_seen = CASE WHEN row.last_ts > r.last_seen"
         " THEN row.last_ts ELSE r.last_seen END\n"
-        "WITH i WHERE NOT i.hub AND i.subscribers > $hub_cap\n"
-        "SET i.hub = true, i.hub_since = datetime()\n"
+        "WITH s, i, r.count = row.n AS created\n"
+        "CALL (i) { WITH i WHERE NOT i.hub AND i.subscribers > $hub_cap\n"
+        "  SET i.hub = true, i.hub_since = datetime() }\n"
+        # Subscribers that just got linked to an identifier someone else has: what live ring
+        # tracking needs to look at.
+        "WITH s, i, created WHERE created AND NOT i.hub AND i.subscribers > 1\n"
+        "RETURN DISTINCT s.id AS subscriber_id\n"
     )
 
 
@@ -244,6 +250,8 @@ class WriteResult:
     transactions: int = 0
     labels: int = 0
     duplicates: int = 0
+    # Ring lineage written by live ring tracking in this batch (published after the commit).
+    ring_events: list[RingEvent] = field(default_factory=list)
 
     @property
     def written(self) -> int:
@@ -254,6 +262,7 @@ class WriteResult:
         self.transactions += other.transactions
         self.labels += other.labels
         self.duplicates += other.duplicates
+        self.ring_events.extend(other.ring_events)
         return self
 
 
@@ -380,9 +389,20 @@ def _transaction_row(t: PreparedTransaction) -> dict[str, Any]:
 class GraphWriter:
     """Stores batches of prepared events; `write` is safe to repeat with the same events."""
 
-    def __init__(self, runner: QueryRunner, *, hub_cap: int) -> None:
+    def __init__(
+        self,
+        runner: QueryRunner,
+        *,
+        hub_cap: int,
+        ring_tracker: LiveRingTracker | None = None,
+        ring_link_types: frozenset[str] = frozenset(),
+    ) -> None:
         self.runner = runner
         self.hub_cap = hub_cap
+        # With a tracker, new links to shared identifiers of `ring_link_types` update rings in
+        # the same transaction, so a ring exists the moment the event forming it is stored.
+        self.ring_tracker = ring_tracker
+        self.ring_link_types = ring_link_types
 
     def write(self, events: Sequence[PreparedEvent]) -> WriteResult:
         identity, transactions, labels, in_batch_duplicates = _dedupe(events)
@@ -476,9 +496,17 @@ class GraphWriter:
             [(e.subscriber_id, e.ts, e.links) for e in new_identity]
             + [(t.subscriber_id, t.ts, t.links) for t in new_transactions]
         )
-        for kind in IDENTIFIER_SCHEMA:
+        newly_linked: set[str] = set()
+        for kind, schema in IDENTIFIER_SCHEMA.items():
             if link_rows.get(kind):
-                tx.run(_LINK_STATEMENTS[kind], {"rows": link_rows[kind], "hub_cap": self.hub_cap})
+                linked = tx.run(
+                    _LINK_STATEMENTS[kind], {"rows": link_rows[kind], "hub_cap": self.hub_cap}
+                )
+                if schema.relationship in self.ring_link_types:
+                    newly_linked.update(record["subscriber_id"] for record in linked)
+        ring_events: list[RingEvent] = []
+        if self.ring_tracker is not None and newly_linked:
+            ring_events = self.ring_tracker.update(tx, newly_linked, datetime.now(UTC))
         if new_transactions:
             self._identifier_edges(tx, new_transactions)
             tx.run(_UPSERT_BUCKETS, {"rows": _bucket_rows(new_transactions), "claim": claim})
@@ -506,7 +534,9 @@ class GraphWriter:
             + len(labels)
             - len(new_labels)
         )
-        return WriteResult(len(new_identity), len(new_transactions), len(new_labels), duplicates)
+        return WriteResult(
+            len(new_identity), len(new_transactions), len(new_labels), duplicates, ring_events
+        )
 
     @staticmethod
     def _claimed(

@@ -1,0 +1,461 @@
+"""Rings as first-class data: stable ids, membership and lineage.
+
+A ring is a connected component of subscribers linked by shared (non-hub, weighted) identifiers
+with at least ``min_ring_size`` members. Rings are ``(:Ring {id: 'R-12', status, size, ...})``
+nodes; members point at their ring with ``MEMBER_OF`` and carry ``ring_id``.
+
+Two paths keep rings current:
+
+- the batch path (`reconcile_rings`) after each analytics run matches the new components to the
+  existing rings by shared members, so a ring whose membership did not change keeps its id and
+  is not written at all, and growth, merges, splits and dissolutions get lineage;
+- the live path (`LiveRingTracker`) runs inside the ingest transaction that stores a new link to
+  a shared identifier: it joins the subscriber to the ring(s) it now touches, merges rings it
+  bridges, or creates a ring once a component reaches the minimum size. It never splits; the
+  next batch run does.
+
+Every change is a ``(:RingEvent {kind, ring_id, ...})`` linked to its ring, with
+``published = false`` until the outbox publisher has put it on the rings topic. Kinds: created,
+grew, shrank, merged (on the surviving ring, ``from_rings``; and on each absorbed ring,
+``into_ring``), split (on the ring that lost members, ``into_rings``; the new part is
+``created`` with ``split_from``) and dissolved.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, LiteralString
+
+from ringwatch.graph.db import QueryRunner, Tx
+
+RING_PREFIX = "R-"
+
+_NEXT_RING_NUMBERS: LiteralString = """
+MERGE (q:Sequence {id: 'ring'})
+ON CREATE SET q.value = 0
+SET q.value = q.value + $count
+RETURN q.value AS last
+"""
+
+_COMPONENTS: LiteralString = """
+MATCH (s:Subscriber) WHERE s.component_id IS NOT NULL
+WITH s.component_id AS component, collect(s.id) AS members
+WHERE size(members) >= $min_size
+RETURN component, members
+"""
+
+_ACTIVE_RINGS: LiteralString = """
+MATCH (r:Ring {status: 'active'})
+OPTIONAL MATCH (s:Subscriber)-[:MEMBER_OF]->(r)
+RETURN r.id AS id, r.created_at AS created_at, collect(s.id) AS members
+"""
+
+_CREATE_RINGS: LiteralString = """
+UNWIND $rings AS ring
+CREATE (r:Ring {id: ring.id, status: 'active', size: size(ring.members), created_at: $now,
+                updated_at: $now, origin: ring.origin})
+WITH r, ring
+UNWIND ring.members AS member
+MATCH (s:Subscriber {id: member})
+CREATE (s)-[:MEMBER_OF {since: $now}]->(r)
+SET s.ring_id = r.id
+"""
+
+_REMOVE_MEMBERS: LiteralString = """
+UNWIND $rows AS row
+MATCH (s:Subscriber {id: row.member})-[m:MEMBER_OF]->(r:Ring {id: row.ring})
+DELETE m
+WITH s, r WHERE s.ring_id = r.id
+SET s.ring_id = null
+"""
+
+_ADD_MEMBERS: LiteralString = """
+UNWIND $rows AS row
+MATCH (s:Subscriber {id: row.member}), (r:Ring {id: row.ring})
+MERGE (s)-[m:MEMBER_OF]->(r) ON CREATE SET m.since = $now
+SET s.ring_id = r.id
+"""
+
+_UPDATE_RINGS: LiteralString = """
+UNWIND $rows AS row
+MATCH (r:Ring {id: row.id})
+SET r.status = row.status, r.updated_at = $now,
+    r.size = COUNT { (:Subscriber)-[:MEMBER_OF]->(r) },
+    r.merged_into = row.merged_into,
+    r.closed_at = CASE WHEN row.status = 'active' THEN null ELSE $now END
+"""
+
+_RECORD_EVENTS: LiteralString = """
+UNWIND $events AS event
+MATCH (r:Ring {id: event.ring_id})
+CREATE (e:RingEvent {id: event.id, ring_id: event.ring_id, kind: event.kind, at: $now,
+                     source: event.source, size: r.size, status: r.status,
+                     members_added: event.members_added, members_removed: event.members_removed,
+                     from_rings: event.from_rings, into_ring: event.into_ring,
+                     into_rings: event.into_rings, split_from: event.split_from,
+                     published: false})
+CREATE (e)-[:OF]->(r)
+"""
+
+
+@dataclass
+class RingEvent:
+    ring_id: str
+    kind: str
+    source: str
+    members_added: list[str] = field(default_factory=list)
+    members_removed: list[str] = field(default_factory=list)
+    from_rings: list[str] = field(default_factory=list)
+    into_ring: str | None = None
+    into_rings: list[str] = field(default_factory=list)
+    split_from: list[str] = field(default_factory=list)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ring_id": self.ring_id,
+            "kind": self.kind,
+            "source": self.source,
+            "members_added": sorted(self.members_added),
+            "members_removed": sorted(self.members_removed),
+            "from_rings": sorted(self.from_rings),
+            "into_ring": self.into_ring,
+            "into_rings": sorted(self.into_rings),
+            "split_from": sorted(self.split_from),
+        }
+
+
+@dataclass
+class RingPlan:
+    """What a reconciliation will change; pure data, computed without touching the graph."""
+
+    # New rings: (placeholder key, members, split_from rings).
+    created: list[tuple[int, set[str], list[str]]] = field(default_factory=list)
+    # Surviving rings: ring id -> members to add / remove.
+    added: dict[str, set[str]] = field(default_factory=dict)
+    removed: dict[str, set[str]] = field(default_factory=dict)
+    merged_into: dict[str, str] = field(default_factory=dict)  # absorbed ring -> survivor
+    dissolved: list[str] = field(default_factory=list)
+    split_into: dict[str, list[int]] = field(default_factory=dict)  # ring -> placeholders
+    unchanged: int = 0
+
+
+@dataclass
+class ReconcileSummary:
+    rings: int = 0
+    created: int = 0
+    grew: int = 0
+    shrank: int = 0
+    merged: int = 0
+    split: int = 0
+    dissolved: int = 0
+    unchanged: int = 0
+    events: list[RingEvent] = field(default_factory=list)
+
+
+def ring_number(ring_id: str) -> int:
+    """``R-12`` -> 12; used to prefer the oldest ring when two compete for one component."""
+    return int(ring_id.removeprefix(RING_PREFIX))
+
+
+def plan_reconciliation(
+    components: Mapping[int, set[str]], rings: Mapping[str, set[str]]
+) -> RingPlan:
+    """Match this run's components (already filtered to ring size) to the existing rings.
+
+    Each component takes the id of the ring it shares most members with, a ring going to at
+    most one component (the one holding most of its members; the oldest ring wins a tie).
+    Components nobody claims become new rings; rings that got no component are merged into the
+    ring that took most of their members, or dissolved when none of their members is in a ring.
+    """
+    ring_of = {member: ring for ring, members in rings.items() for member in members}
+    component_of = {member: comp for comp, members in components.items() for member in members}
+    overlap: dict[tuple[str, int], int] = defaultdict(int)
+    for member, ring in ring_of.items():
+        comp = component_of.get(member)
+        if comp is not None:
+            overlap[(ring, comp)] += 1
+    pairs = sorted(
+        overlap.items(), key=lambda item: (-item[1], ring_number(item[0][0]), item[0][1])
+    )
+    ring_to_component: dict[str, int] = {}
+    component_to_ring: dict[int, str] = {}
+    for (ring, comp), _count in pairs:
+        if ring not in ring_to_component and comp not in component_to_ring:
+            ring_to_component[ring] = comp
+            component_to_ring[comp] = ring
+
+    plan = RingPlan()
+    for placeholder, comp in enumerate(sorted(c for c in components if c not in component_to_ring)):
+        members = components[comp]
+        sources = sorted({ring_of[m] for m in members if m in ring_of})
+        plan.created.append((placeholder, set(members), sources))
+        for ring in sources:
+            if ring in ring_to_component:  # a surviving ring lost this part: a split
+                plan.split_into.setdefault(ring, []).append(placeholder)
+    for ring, members in rings.items():
+        comp = ring_to_component.get(ring)
+        if comp is None:
+            destinations: dict[str, int] = defaultdict(int)
+            for member in members:
+                other = component_of.get(member)
+                if other is not None and other in component_to_ring:
+                    destinations[component_to_ring[other]] += 1
+            if destinations:
+                plan.merged_into[ring] = max(
+                    destinations, key=lambda r: (destinations[r], -ring_number(r))
+                )
+            else:
+                plan.dissolved.append(ring)
+            continue
+        new_members = components[comp]
+        added, removed = new_members - members, members - new_members
+        if added:
+            plan.added[ring] = added
+        if removed:
+            plan.removed[ring] = removed
+        if not added and not removed:
+            plan.unchanged += 1
+    return plan
+
+
+def reconcile_rings(
+    runner: QueryRunner, *, min_ring_size: int, now: datetime | None = None
+) -> ReconcileSummary:
+    """Bring Ring nodes in line with the components of the last analytics run."""
+    now = now or datetime.now(UTC)
+    components = {
+        int(row["component"]): set(row["members"])
+        for row in runner.read(_COMPONENTS, {"min_size": min_ring_size})
+    }
+    rings = {row["id"]: set(row["members"]) for row in runner.read(_ACTIVE_RINGS)}
+    plan = plan_reconciliation(components, rings)
+    return runner.write_transaction(lambda tx: _apply(tx, plan, rings, now))
+
+
+def _mint(tx: Tx, count: int) -> list[str]:
+    if count == 0:
+        return []
+    last = int(tx.run(_NEXT_RING_NUMBERS, {"count": count})[0]["last"])
+    return [f"{RING_PREFIX}{number}" for number in range(last - count + 1, last + 1)]
+
+
+def _apply(
+    tx: Tx, plan: RingPlan, rings: Mapping[str, set[str]], now: datetime
+) -> ReconcileSummary:
+    summary = ReconcileSummary(unchanged=plan.unchanged)
+    ids = _mint(tx, len(plan.created))
+    new_id = {placeholder: ids[index] for index, (placeholder, _, _) in enumerate(plan.created)}
+    events: list[RingEvent] = []
+
+    # Members leave old rings first, so a subscriber is never in two rings at once.
+    removals = [
+        {"member": member, "ring": ring}
+        for ring, members in plan.removed.items()
+        for member in sorted(members)
+    ]
+    for ring in [*plan.merged_into, *plan.dissolved]:
+        removals.extend({"member": member, "ring": ring} for member in sorted(rings[ring]))
+    if removals:
+        tx.run(_REMOVE_MEMBERS, {"rows": removals})
+
+    if plan.created:
+        tx.run(
+            _CREATE_RINGS,
+            {
+                "rings": [
+                    {"id": new_id[p], "members": sorted(m), "origin": "split" if s else "batch"}
+                    for p, m, s in plan.created
+                ],
+                "now": now,
+            },
+        )
+    additions = [
+        {"member": member, "ring": ring}
+        for ring, members in plan.added.items()
+        for member in sorted(members)
+    ]
+    if additions:
+        tx.run(_ADD_MEMBERS, {"rows": additions, "now": now})
+
+    updates = [{"id": ring, "status": "active", "merged_into": None}
+               for ring in {*plan.added, *plan.removed}]  # fmt: skip
+    updates += [{"id": r, "status": "merged", "merged_into": into}
+                for r, into in plan.merged_into.items()]  # fmt: skip
+    updates += [{"id": r, "status": "dissolved", "merged_into": None} for r in plan.dissolved]
+    if updates:
+        tx.run(_UPDATE_RINGS, {"rows": updates, "now": now})
+
+    absorbed_by: dict[str, list[str]] = defaultdict(list)
+    for ring, into in plan.merged_into.items():
+        absorbed_by[into].append(ring)
+        events.append(RingEvent(ring, "merged", "batch", into_ring=into,
+                                members_removed=sorted(rings[ring])))  # fmt: skip
+        summary.merged += 1
+    for placeholder, members, sources in plan.created:
+        events.append(RingEvent(new_id[placeholder], "created", "batch",
+                                members_added=sorted(members), split_from=sources))  # fmt: skip
+        summary.created += 1
+    for ring, placeholders in plan.split_into.items():
+        events.append(RingEvent(ring, "split", "batch",
+                                into_rings=[new_id[p] for p in placeholders]))  # fmt: skip
+        summary.split += 1
+    for ring in sorted({*plan.added, *absorbed_by}):
+        absorbed = absorbed_by.get(ring, [])
+        added = sorted(plan.added.get(ring, set()))
+        if absorbed:
+            events.append(RingEvent(ring, "merged", "batch", from_rings=absorbed,
+                                    members_added=added))  # fmt: skip
+        else:
+            events.append(RingEvent(ring, "grew", "batch", members_added=added))
+            summary.grew += 1
+    for ring, members in plan.removed.items():
+        if ring not in plan.split_into:
+            events.append(RingEvent(ring, "shrank", "batch", members_removed=sorted(members)))
+            summary.shrank += 1
+    for ring in plan.dissolved:
+        events.append(RingEvent(ring, "dissolved", "batch", members_removed=sorted(rings[ring])))
+        summary.dissolved += 1
+    if events:
+        tx.run(_RECORD_EVENTS, {"events": [event.row() for event in events], "now": now})
+    summary.events = events
+    summary.rings = len(rings) - len(plan.merged_into) - len(plan.dissolved) + len(plan.created)
+    return summary
+
+
+# ------------------------------------------------------------------------------- live path
+
+_LIVE_NEIGHBOURS = """
+UNWIND $ids AS sid
+MATCH (s:Subscriber {id: sid})
+OPTIONAL MATCH (s)-[:MEMBER_OF]->(own:Ring)
+CALL (s) {
+  MATCH (s)-[:%s]->(i) WHERE NOT coalesce(i.hub, false) AND i.subscribers > 1
+  MATCH (i)<-[:%s]-(n:Subscriber) WHERE n <> s
+  OPTIONAL MATCH (n)-[:MEMBER_OF]->(r:Ring)
+  RETURN collect(DISTINCT [n.id, r.id]) AS neighbours
+}
+RETURN sid, own.id AS ring, neighbours
+"""
+
+_RING_SIZES: LiteralString = """
+UNWIND $ids AS id MATCH (r:Ring {id: id}) RETURN r.id AS id, r.size AS size
+"""
+
+
+class LiveRingTracker:
+    """Keeps ring membership current inside the ingest transaction that links identifiers.
+
+    Invariant kept between batch runs: every component with at least ``min_ring_size``
+    subscribers is (contained in) one active ring. So when a subscriber gains a link to a shared
+    identifier, the component it now belongs to is: the rings its neighbours are in (taken
+    whole, without walking them) plus the neighbours outside rings, whose own components are
+    smaller than a ring and are walked a few steps.
+    """
+
+    MAX_WALK = 500  # subscribers outside rings visited per batch, a bound on the walk
+
+    def __init__(self, link_pattern: str, *, min_ring_size: int) -> None:
+        self.query: LiteralString = _LIVE_NEIGHBOURS % (link_pattern, link_pattern)
+        self.min_ring_size = min_ring_size
+
+    def update(self, tx: Tx, subscriber_ids: Iterable[str], now: datetime) -> list[RingEvent]:
+        frontier = sorted(set(subscriber_ids))
+        if not frontier:
+            return []
+        parent: dict[str, str] = {}
+
+        def find(node: str) -> str:
+            root = node
+            while parent.setdefault(root, root) != root:
+                root = parent[root]
+            while parent[node] != root:
+                parent[node], node = root, parent[node]
+            return root
+
+        def union(a: str, b: str) -> None:
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                parent[ra] = rb
+
+        ring_of: dict[str, str | None] = {}
+        visited: set[str] = set()
+        while frontier and len(visited) < self.MAX_WALK:
+            visited.update(frontier)
+            next_frontier: set[str] = set()
+            for row in tx.run(self.query, {"ids": frontier}):
+                sid, own = row["sid"], row["ring"]
+                ring_of[sid] = own
+                node = f"ring:{own}" if own else f"sub:{sid}"
+                find(node)
+                for neighbour, ring in row["neighbours"]:
+                    if ring is not None:
+                        union(node, f"ring:{ring}")
+                    else:
+                        union(node, f"sub:{neighbour}")
+                        ring_of.setdefault(neighbour, None)
+                        if neighbour not in visited:
+                            next_frontier.add(neighbour)
+            frontier = sorted(next_frontier)
+
+        groups: dict[str, set[str]] = defaultdict(set)
+        for node in list(parent):
+            groups[find(node)].add(node)
+        ring_ids = sorted(
+            {node[5:] for g in groups.values() for node in g if node.startswith("ring:")}
+        )
+        sizes = {row["id"]: int(row["size"] or 0)
+                 for row in tx.run(_RING_SIZES, {"ids": ring_ids})} if ring_ids else {}  # fmt: skip
+        events: list[RingEvent] = []
+        for group in groups.values():
+            rings = sorted((n[5:] for n in group if n.startswith("ring:")), key=ring_number)
+            loose = sorted(n[4:] for n in group if n.startswith("sub:"))
+            if not rings:
+                if len(loose) >= self.min_ring_size:
+                    events.extend(self._create(tx, loose, now))
+                continue
+            survivor = max(rings, key=lambda r: (sizes.get(r, 0), -ring_number(r)))
+            absorbed = [r for r in rings if r != survivor]
+            if not loose and not absorbed:
+                continue
+            events.extend(self._join(tx, survivor, absorbed, loose, now))
+        if events:
+            tx.run(_RECORD_EVENTS, {"events": [e.row() for e in events], "now": now})
+        return events
+
+    def _create(self, tx: Tx, members: Sequence[str], now: datetime) -> list[RingEvent]:
+        (ring,) = _mint(tx, 1)
+        tx.run(_CREATE_RINGS, {"rings": [{"id": ring, "members": list(members),
+                                          "origin": "live"}], "now": now})  # fmt: skip
+        return [RingEvent(ring, "created", "live", members_added=list(members))]
+
+    def _join(
+        self, tx: Tx, survivor: str, absorbed: Sequence[str], loose: Sequence[str], now: datetime
+    ) -> list[RingEvent]:
+        moved: list[str] = []
+        events: list[RingEvent] = []
+        for ring in absorbed:
+            members = [r["id"] for r in tx.run(_MEMBERS_OF, {"ring": ring})]
+            tx.run(_REMOVE_MEMBERS, {"rows": [{"member": m, "ring": ring} for m in members]})
+            moved.extend(members)
+            events.append(RingEvent(ring, "merged", "live", into_ring=survivor,
+                                    members_removed=members))  # fmt: skip
+        rows = [{"member": m, "ring": survivor} for m in [*moved, *loose]]
+        tx.run(_ADD_MEMBERS, {"rows": rows, "now": now})
+        updates = [{"id": survivor, "status": "active", "merged_into": None}]
+        updates += [{"id": r, "status": "merged", "merged_into": survivor} for r in absorbed]
+        tx.run(_UPDATE_RINGS, {"rows": updates, "now": now})
+        kind = "merged" if absorbed else "grew"
+        events.append(RingEvent(survivor, kind, "live", from_rings=list(absorbed),
+                                members_added=[*moved, *loose]))  # fmt: skip
+        return events
+
+
+_MEMBERS_OF: LiteralString = """
+MATCH (s:Subscriber)-[:MEMBER_OF]->(:Ring {id: $ring}) RETURN s.id AS id
+"""
