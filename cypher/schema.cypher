@@ -49,4 +49,10 @@ CREATE INDEX ring_status IF NOT EXISTS FOR (n:Ring) ON (n.status);
 CREATE INDEX alert_status_created IF NOT EXISTS FOR (n:Alert) ON (n.status, n.created_at);
 CREATE INDEX alert_priority IF NOT EXISTS FOR (n:Alert) ON (n.priority);
 CREATE INDEX alert_dedup_key IF NOT EXISTS FOR (n:Alert) ON (n.dedup_key);
+// What was alerted for one subscriber or ring (deduplication before raising).
+CREATE INDEX alert_entity IF NOT EXISTS FOR (n:Alert) ON (n.entity_id);
+// Outboxes: pending Kafka publications, and webhook deliveries that are due.
+CREATE INDEX alert_published IF NOT EXISTS FOR (n:Alert) ON (n.published);
+CREATE INDEX alert_delivery_due IF NOT EXISTS FOR (n:Alert) ON (n.delivery, n.delivery_next_at);
+CREATE INDEX ring_event_published IF NOT EXISTS FOR (n:RingEvent) ON (n.published);
 CREATE INDEX api_key_prefix IF NOT EXISTS FOR (n:ApiKey) ON (n.prefix);
