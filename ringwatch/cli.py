@@ -20,6 +20,7 @@ from rich.text import Text
 from ringwatch import __version__
 from ringwatch.config import Settings, StackConfig, get_settings
 from ringwatch.exceptions import RingwatchError
+from ringwatch.scoring import reasons as reason_codec
 
 if TYPE_CHECKING:
     from ringwatch.ingest.backfill import BackfillSummary
@@ -365,6 +366,75 @@ def db_stats() -> None:
         for name, count in stats.hubs.items():
             table.add_row("hub identifiers", name, f"{count:,}")
         out.print(table)
+
+
+# --- analytics --------------------------------------------------------------------------------
+
+
+@app.command()
+def analyze(
+    lookback_days: Annotated[
+        int, typer.Option(min=1, max=3650, help="How far back usage rules look for hits.")
+    ] = 30,
+    publish: Annotated[
+        bool, typer.Option(help="Publish ring lineage and alerts to Kafka afterwards.")
+    ] = True,
+    top: Annotated[int, typer.Option(min=0, max=1000, help="Rings to list at the end.")] = 10,
+) -> None:
+    """Find rings and score every subscriber: GDS analytics, rings, usage, merged risk, alerts."""
+    from ringwatch.graph.analyze import analyze as run_analysis
+    from ringwatch.graph.analyze import top_rings
+    from ringwatch.graph.db import Neo4jRunner, create_driver, create_gds
+
+    with _edge():
+        settings = _settings()
+        with create_driver(settings.neo4j) as driver:
+            gds = create_gds(settings.neo4j)
+            try:
+                report = run_analysis(
+                    driver, gds, settings, lookback_days=lookback_days, publish=publish
+                )
+            finally:
+                gds.close()
+            ranked = top_rings(Neo4jRunner(driver, settings.neo4j.database), top)
+        steps = Table(title=f"analysis as of {report.as_of:%Y-%m-%d %H:%M} UTC")
+        steps.add_column("step")
+        steps.add_column("seconds", justify="right")
+        for step in [*report.pipeline.steps, *report.steps[1:]]:
+            steps.add_row(step.name, f"{step.seconds:.2f}")
+        out.print(steps)
+        rings = report.rings
+        out.print(
+            f"rings: {rings.rings:,} active ({rings.created} created, {rings.grew} grew, "
+            f"{rings.merged} merged, {rings.split} split, {rings.dissolved} dissolved, "
+            f"{rings.unchanged} unchanged); scored {report.scoring.subscribers:,} subscribers "
+            f"with {report.scoring.model}; priorities "
+            + ", ".join(f"{k} {v:,}" for k, v in sorted(report.scoring.by_priority.items()))
+            + f"; {report.scoring.alerts_raised:,} new alerts"
+        )
+        if ranked:
+            table = Table(title=f"top {len(ranked)} rings by risk")
+            for column in ("ring", "size", "risk", "priority", "shared", "top reason"):
+                table.add_column(column, justify="right" if column in ("size", "risk") else "left")
+            for ring in ranked:
+                reasons = [r for r in reason_codec.loads(ring["reasons"]) if r.weight > 0]
+                table.add_row(
+                    ring["id"],
+                    str(ring["size"]),
+                    f"{ring['risk']:.2f}" if ring["risk"] is not None else "-",
+                    ring["priority"] or "-",
+                    ", ".join(ring["identifier_types"] or []),
+                    reasons[0].text if reasons else "",
+                )
+            out.print(table)
+            stack = settings.stack
+            out.print(
+                f"Investigate in Neo4j Browser: http://127.0.0.1:{stack.neo4j_http_port}/browser/"
+                f"  e.g. MATCH (r:Ring {{id: '{ranked[0]['id']}'}})<-[:MEMBER_OF]-(s)-[l]->(i) "
+                "RETURN r, s, l, i",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 # --- backfill ---------------------------------------------------------------------------------

@@ -97,6 +97,9 @@ class IngestConfig(_Frozen):
     workers: int = Field(default=1, ge=1)
     topic_partitions: int = Field(default=6, ge=1)
     default_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    live_rings: bool = Field(
+        default=True, description="Update ring membership inside each ingest transaction."
+    )
 
 
 class ApiConfig(_Frozen):

@@ -272,3 +272,22 @@ def list_alerts(
         "limit": limit,
     }
     return [StoredAlert.from_properties(r["alert"]) for r in runner.read(_LIST, params)]
+
+
+_ALL_ALERTED: LiteralString = """
+MATCH (a:Alert) WHERE a.entity_kind = $entity_kind
+RETURN a.entity_id AS entity_id, a.kind AS kind, collect(a.priority) AS priorities
+"""
+
+
+def all_alerted_priorities(
+    runner: QueryRunner, entity_kind: EntityKind
+) -> dict[str, dict[str, Priority]]:
+    """`alerted_priorities` for every entity of a kind at once (for batch scoring)."""
+    alerted: dict[str, dict[str, Priority]] = {}
+    for record in runner.read(_ALL_ALERTED, {"entity_kind": entity_kind}):
+        priorities = [Priority(value) for value in record["priorities"]]
+        alerted.setdefault(str(record["entity_id"]), {})[str(record["kind"])] = max(
+            priorities, key=lambda p: p.rank
+        )
+    return alerted

@@ -9,7 +9,7 @@ come from the driver's managed transactions (`execute_query`), the only retries 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, LiteralString, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, LiteralString, Protocol, TypeVar
 
 import neo4j
 from neo4j import (
@@ -23,6 +23,9 @@ from neo4j.exceptions import AuthError, ServiceUnavailable
 
 from ringwatch.config import Neo4jConfig
 from ringwatch.graph.exceptions import GraphError
+
+if TYPE_CHECKING:  # the GDS client pulls in pandas; only analytics needs it
+    from graphdatascience import GraphDataScience
 
 Record = dict[str, Any]
 T = TypeVar("T")
@@ -119,3 +122,10 @@ class Neo4jRunner:
 
 
 __all__ = ["Driver", "Neo4jRunner", "QueryRunner", "Record", "Tx", "create_driver", "neo4j"]
+
+
+def create_gds(config: Neo4jConfig) -> GraphDataScience:
+    """A Graph Data Science client on the same server and database as the driver."""
+    from graphdatascience import GraphDataScience
+
+    return GraphDataScience(config.uri, auth=config.auth, database=config.database)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, LiteralString
 
+from ringwatch.config import ScoringConfig
 from ringwatch.graph.db import QueryRunner, Tx
 
 RING_PREFIX = "R-"
@@ -346,6 +347,16 @@ RETURN sid, own.id AS ring, neighbours
 _RING_SIZES: LiteralString = """
 UNWIND $ids AS id MATCH (r:Ring {id: id}) RETURN r.id AS id, r.size AS size
 """
+
+
+def live_tracker(config: ScoringConfig) -> tuple[LiveRingTracker, frozenset[str]]:
+    """The tracker for the configured ring-forming identifier types, and those types."""
+    from ringwatch.graph.analytics import identifier_weights, link_pattern
+
+    return (
+        LiveRingTracker(link_pattern(config), min_ring_size=config.min_ring_size),
+        frozenset(identifier_weights(config)),
+    )
 
 
 class LiveRingTracker:

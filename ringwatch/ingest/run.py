@@ -12,6 +12,8 @@ from confluent_kafka import Consumer
 
 from ringwatch.config import Settings
 from ringwatch.graph.db import Neo4jRunner, create_driver
+from ringwatch.graph.outbox import OutboxKind, create_outbox_producer, publish_pending
+from ringwatch.graph.rings import live_tracker
 from ringwatch.graph.schema import migrate
 from ringwatch.graph.writer import GraphWriter
 from ringwatch.ingest.kafka import (
@@ -66,9 +68,20 @@ def run_worker(
         runner = Neo4jRunner(driver, settings.neo4j.database)
         migrate(runner)
         producer = EventProducer(settings.kafka)
+        writer = GraphWriter(runner, hub_cap=settings.scoring.hub_cap)
+        publish_ring_events = None
+        if settings.ingest.live_rings:
+            writer.ring_tracker, writer.ring_link_types = live_tracker(settings.scoring)
+            outbox = create_outbox_producer(settings.kafka)
+
+            def publish_ring_events() -> int:
+                return publish_pending(
+                    runner, outbox, OutboxKind.RING_EVENT, settings.kafka.topic_rings
+                )
+
         worker = IngestWorker(
             consumer=Consumer(consumer_config(settings, group)),
-            writer=GraphWriter(runner, hub_cap=settings.scoring.hub_cap),
+            writer=writer,
             preparer=Preparer(
                 pii_hmac_key=settings.scoring.pii_hmac_key,
                 default_region=settings.ingest.default_region,
@@ -79,6 +92,7 @@ def run_worker(
             poll_timeout_s=settings.ingest.poll_timeout_s,
             max_message_bytes=settings.ingest.max_message_bytes,
             idle_exit_s=idle_exit_s,
+            after_ring_events=publish_ring_events,
         )
         stats = worker.run(stop.is_set)
         producer.flush()

@@ -94,8 +94,11 @@ class IngestWorker:
         max_message_bytes: int = 64 * 1024,
         backoff_max_s: float = 30.0,
         idle_exit_s: float | None = None,
+        after_ring_events: Callable[[], object] | None = None,
     ) -> None:
         self.consumer = consumer
+        # Called after a commit that wrote ring lineage (live ring tracking): publishes it.
+        self.after_ring_events = after_ring_events
         self.writer = writer
         self.preparer = preparer
         self.dead_letters = dead_letters
@@ -188,6 +191,13 @@ class IngestWorker:
         self.stats.record_latencies(messages, time.time() * 1000)
         return True
 
+    def _publish_ring_events(self) -> None:
+        assert self.after_ring_events is not None
+        try:
+            self.after_ring_events()
+        except Exception:  # the events stay pending in the graph; the next call sends them
+            log.warning("ring events not published yet; they stay in the outbox", exc_info=True)
+
     def _store(
         self,
         accepted: list[_Accepted],
@@ -200,8 +210,11 @@ class IngestWorker:
         while pending:
             chunk = pending.pop()
             try:
-                self.stats.written += self.writer.write([a.event for a in chunk])
+                result = self.writer.write([a.event for a in chunk])
+                self.stats.written += result
                 backoff = 0.5
+                if result.ring_events and self.after_ring_events is not None:
+                    self._publish_ring_events()
             except (GraphError, Neo4jError, DriverError) as exc:
                 if _is_transient(exc):
                     if should_stop():
