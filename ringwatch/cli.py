@@ -385,6 +385,7 @@ def analyze(
     from ringwatch.graph.analyze import analyze as run_analysis
     from ringwatch.graph.analyze import top_rings
     from ringwatch.graph.db import Neo4jRunner, create_driver, create_gds
+    from ringwatch.scoring.graph import IDENTIFIER_NAMES
 
     with _edge():
         settings = _settings()
@@ -423,7 +424,9 @@ def analyze(
                     str(ring["size"]),
                     f"{ring['risk']:.2f}" if ring["risk"] is not None else "-",
                     ring["priority"] or "-",
-                    ", ".join(ring["identifier_types"] or []),
+                    ", ".join(
+                        IDENTIFIER_NAMES.get(kind, kind) for kind in ring["identifier_types"] or []
+                    ),
                     reasons[0].text if reasons else "",
                 )
             out.print(table)
@@ -433,6 +436,7 @@ def analyze(
                 f"  e.g. MATCH (r:Ring {{id: '{ranked[0]['id']}'}})<-[:MEMBER_OF]-(s)-[l]->(i) "
                 "RETURN r, s, l, i",
                 highlight=False,
+                markup=False,
                 soft_wrap=True,
             )
 

@@ -51,6 +51,7 @@ SIMILAR = "SIMILAR_TO"
 SIMILAR_UNDIRECTED = "SIMILAR_UNDIRECTED"
 SUBSCRIBER_PROPERTIES = (
     "component_id",
+    "component_part",
     "community_id",
     "pagerank",
     "similarity_degree",
@@ -164,6 +165,22 @@ _DELETE_SIMILAR: LiteralString = (
     "CALL (r) { DELETE r } IN TRANSACTIONS OF 20000 ROWS"
 )
 
+_SPLIT_PARTS: LiteralString = (
+    "MATCH (s:Subscriber) WHERE s.component_id IS NOT NULL\n"
+    "WITH s.component_id AS component, s.component_part AS part, count(*) AS size\n"
+    "ORDER BY size DESC, part\n"
+    "WITH component, collect(part) AS parts WHERE size(parts) > 1\n"
+    "RETURN component, parts[1..] AS others"
+)
+_MAX_COMPONENT: LiteralString = (
+    "MATCH (s:Subscriber) WHERE s.component_id IS NOT NULL RETURN max(s.component_id) AS max"
+)
+_RENUMBER: LiteralString = (
+    "UNWIND $rows AS row\n"
+    "MATCH (s:Subscriber) WHERE s.component_part = row.part\n"
+    "SET s.component_id = row.id"
+)
+
 # Results an algorithm could not produce this run (no similar pairs, no labelled fraud) are
 # cleared rather than left over from an earlier run.
 _CLEAR_PROPERTY: dict[str, LiteralString] = {
@@ -214,8 +231,9 @@ class GdsPipeline:
                 row = self.gds.run_cypher(
                     _projection_query(pattern), {"name": name, "weights": weights}
                 ).iloc[0]
-                self.report.projected_nodes = int(row["nodes"])
-                self.report.projected_relationships = int(row["relationships"])
+                # With nothing to project, no graph is created and the counts are null.
+                self.report.projected_nodes = int(row["nodes"] or 0)
+                self.report.projected_relationships = int(row["relationships"] or 0)
                 detail.update(nodes=self.report.projected_nodes,
                               relationships=self.report.projected_relationships)  # fmt: skip
             if self.report.projected_relationships == 0:
@@ -240,6 +258,8 @@ class GdsPipeline:
                 for prop in SUBSCRIBER_PROPERTIES:
                     if prop not in produced:
                         self._auto_commit(_CLEAR_PROPERTY[prop])
+            with self._step("renumber split components") as detail:
+                detail["renumbered"] = self._split_parts()
             self._clear_stale(pattern)
         finally:
             self._drop(name)
@@ -259,6 +279,14 @@ class GdsPipeline:
             )
             self.report.components = int(result.component_count)
             detail["components"] = self.report.components
+            # Seeding keeps an unchanged component's id, but when a component splits every
+            # part keeps the seed. An unseeded run tells the parts apart (see _split_parts).
+            self.gds.wcc.mutate(
+                graph,
+                mutate_property="component_part",
+                relationship_types=[LINK_UNDIRECTED],
+                concurrency=self.options.concurrency,
+            )
 
     def _similarity(self, graph: Any) -> None:
         with self._step("node similarity (weighted Jaccard)") as detail:
@@ -279,7 +307,10 @@ class GdsPipeline:
             if self.report.similar_pairs:
                 written = self.gds.graph.relationships.write(graph, SIMILAR, ["score"])
                 detail["written"] = int(written.relationships_written)
-                self.gds.graph.relationships.to_undirected(graph, SIMILAR, SIMILAR_UNDIRECTED)
+                # Both directions of a mutual pair carry the same score: keep one edge.
+                self.gds.graph.relationships.to_undirected(
+                    graph, SIMILAR, SIMILAR_UNDIRECTED, aggregation="SINGLE"
+                )
 
     def _communities_and_centrality(self, graph: Any) -> None:
         if not self.report.similar_pairs:
@@ -391,6 +422,21 @@ class GdsPipeline:
     def _clear_stale(self, pattern: str) -> None:
         with self._step("clear stale results") as detail:
             detail["cleared"] = int(self._auto_commit(_stale_query(pattern))[0]["cleared"])
+
+    def _split_parts(self) -> int:
+        """Give every part of a split component but the largest a new, unused component id."""
+        split = self._auto_commit(_SPLIT_PARTS)
+        if not split:
+            return 0
+        next_id = int(self._auto_commit(_MAX_COMPONENT)[0]["max"]) + 1
+        rows = []
+        for record in split:
+            for part in record["others"]:
+                rows.append({"part": part, "id": next_id})
+                next_id += 1
+        with self.driver.session(database=self.database) as session:
+            session.execute_write(lambda tx: tx.run(_RENUMBER, {"rows": rows}).consume())
+        return len(rows)
 
     def _auto_commit(self, query: LiteralString) -> list[Record]:
         # Batched writes (CALL ... IN TRANSACTIONS) need an implicit transaction, which the

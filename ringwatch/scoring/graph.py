@@ -23,6 +23,7 @@ shared identifiers), and identifiers shared with subscribers labelled fraud.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -106,6 +107,8 @@ class Scored:
 def noisy_or(strengths: list[float]) -> float:
     remaining = 1.0
     for strength in strengths:
+        if math.isnan(strength):
+            continue  # a missing measurement is no evidence
         remaining *= 1.0 - min(max(strength, 0.0), 1.0)
     return 1.0 - remaining
 
@@ -238,9 +241,6 @@ def subscriber_graph_risk(
         )
         # An old account in a ring of new ones lent an identifier; it carries less of the risk.
         share = 1.0 if own_new or ring.new_account_share < 0.5 else 0.4
-        co_signups = _co_signups(facts, ring)
-        if ring.signup_burst_share >= 0.6 and facts.created_at is not None and co_signups == 0:
-            share = min(share, 0.4)
         strength = ring_scored.risk * share
         strengths.append(strength)
         best = next((r for r in ring_scored.reasons if r.weight > 0), None)
@@ -289,11 +289,3 @@ def subscriber_graph_risk(
             {"labelled_fraud_neighbours": facts.labelled_fraud_neighbours},
         ))  # fmt: skip
     return Scored(noisy_or(strengths), ranked(reasons))
-
-
-def _co_signups(facts: SubscriberFacts, ring: RingFacts) -> int:
-    """How many other members signed up within the signup window of this one (by order)."""
-    # RingFacts keeps no per-member dates; the burst share is a ring-level proxy, so a member
-    # counts as part of the burst when the burst covers most of the ring.
-    del facts
-    return round(ring.signup_burst_share * ring.size) - 1
