@@ -13,7 +13,7 @@ SIM_MONTHS ?= 1
 SIM_DIR ?= data/simulated
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run up down status logs migrate demo serve lint typecheck test test-unit \
+.PHONY: help setup run up down status logs migrate analyze demo serve lint typecheck test test-unit \
         test-integration schemas bench clean
 
 help: ## List the targets
@@ -22,13 +22,14 @@ help: ## List the targets
 setup: ## Install what is missing: Java/Maven, .venv with Python packages, Maven artifacts
 	@./deploy/local/setup.sh
 
-run: setup ## Set up, start the stack, stream a simulated population through Kafka, serve the API
+run: setup ## Set up, start the stack, stream a simulated population, find rings, serve the API
 	$(RW) stack up
 	$(RW) db migrate
 	$(RW) demo
 	$(RW) simulate --subscribers $(SIM_SUBSCRIBERS) --months $(SIM_MONTHS) --out $(SIM_DIR) --kafka
 	$(RW) ingest run --until-idle 5
 	$(RW) db stats
+	$(RW) analyze --lookback-days $$(( $(SIM_MONTHS) * 30 ))
 	@echo "Neo4j Browser: http://127.0.0.1:7474/browser/   API: http://127.0.0.1:8000/docs"
 	@echo "Ctrl-C stops the API; 'make down' stops the stack."
 	$(RW) serve
@@ -47,6 +48,9 @@ logs: ## Last lines of both servers' logs
 
 migrate: ## Apply cypher/schema.cypher
 	$(RW) db migrate
+
+analyze: ## Find rings and score every subscriber (GDS, rings, usage, merged risk, alerts)
+	$(RW) analyze
 
 demo: ## Write and read back the sample
 	$(RW) demo
