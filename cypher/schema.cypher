@@ -26,6 +26,10 @@ CREATE CONSTRAINT ring_id IF NOT EXISTS FOR (n:Ring) REQUIRE n.id IS UNIQUE;
 CREATE CONSTRAINT ring_event_id IF NOT EXISTS FOR (n:RingEvent) REQUIRE n.id IS UNIQUE;
 CREATE CONSTRAINT alert_id IF NOT EXISTS FOR (n:Alert) REQUIRE n.id IS UNIQUE;
 CREATE CONSTRAINT label_id IF NOT EXISTS FOR (n:Label) REQUIRE n.id IS UNIQUE;
+// A sample of each scoring run's risk scores, for drift monitoring.
+CREATE CONSTRAINT score_snapshot_id IF NOT EXISTS FOR (n:ScoreSnapshot) REQUIRE n.id IS UNIQUE;
+// Counters behind readable ids (ring R-12).
+CREATE CONSTRAINT sequence_id IF NOT EXISTS FOR (n:Sequence) REQUIRE n.id IS UNIQUE;
 
 // --- Operations -------------------------------------------------------------------------------
 CREATE CONSTRAINT api_key_id IF NOT EXISTS FOR (n:ApiKey) REQUIRE n.id IS UNIQUE;

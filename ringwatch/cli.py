@@ -42,6 +42,8 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(backfill_app, name="backfill")
+keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.")
+app.add_typer(keys_app, name="keys")
 
 out = Console()
 err = Console(stderr=True)
@@ -366,6 +368,84 @@ def db_stats() -> None:
         for name, count in stats.hubs.items():
             table.add_row("hub identifiers", name, f"{count:,}")
         out.print(table)
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the key.")],
+    scope: Annotated[
+        list[str],
+        typer.Option(help="read, write or admin (repeat for several; admin includes write)."),
+    ] = ["read"],  # noqa: B006 - typer needs a literal default
+) -> None:
+    """Create an API key. It is printed once and stored only as a keyed hash."""
+    from ringwatch.graph.api_keys import Scope, create_key
+    from ringwatch.graph.db import Neo4jRunner, create_driver
+
+    with _edge():
+        try:
+            scopes = {Scope(value) for value in scope}
+        except ValueError:
+            raise RingwatchError(f"unknown scope in {scope}; use read, write or admin") from None
+        settings = _settings()
+        with create_driver(settings.neo4j) as driver:
+            key, record = create_key(
+                Neo4jRunner(driver, settings.neo4j.database),
+                name,
+                scopes,
+                settings.api.api_key_pepper.get_secret_value(),
+            )
+        err.print(
+            f"created key {record.prefix} for {name!r} with scopes "
+            f"{', '.join(sorted(s.value for s in record.scopes))}; it is shown once:"
+        )
+        out.print(key, highlight=False, markup=False)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Keys with their prefix, scopes and state (never the key)."""
+    from ringwatch.graph.api_keys import list_keys
+    from ringwatch.graph.db import Neo4jRunner, create_driver
+
+    with _edge():
+        settings = _settings()
+        with create_driver(settings.neo4j) as driver:
+            keys = list_keys(Neo4jRunner(driver, settings.neo4j.database))
+        table = Table(title="API keys")
+        for column in ("prefix", "name", "scopes", "created", "last used", "state"):
+            table.add_column(column)
+        for key in keys:
+            table.add_row(
+                key.prefix,
+                key.name,
+                ", ".join(sorted(s.value for s in key.scopes)),
+                f"{key.created_at:%Y-%m-%d %H:%M}",
+                f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "-",
+                "active" if key.active else f"revoked {key.revoked_at:%Y-%m-%d %H:%M}",
+            )
+        out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ref: Annotated[str, typer.Argument(help="The key's prefix (or its name).")],
+) -> None:
+    """Revoke a key; requests with it fail from then on (within the API's 30 s key cache)."""
+    from ringwatch.graph.api_keys import revoke_key
+    from ringwatch.graph.db import Neo4jRunner, create_driver
+
+    with _edge():
+        settings = _settings()
+        with create_driver(settings.neo4j) as driver:
+            revoked = revoke_key(Neo4jRunner(driver, settings.neo4j.database), ref)
+        if not revoked:
+            raise RingwatchError(f"no key with prefix or name {ref!r}")
+        for key in revoked:
+            out.print(f"revoked {key.prefix} ({key.name})")
 
 
 # --- analytics --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ringwatch.config import ScoringConfig
 from ringwatch.graph.alerts import all_alerted_priorities, raise_alerts
 from ringwatch.graph.analytics import link_pattern
 from ringwatch.graph.db import QueryRunner
+from ringwatch.graph.drift import save_snapshot
 from ringwatch.scoring import reasons as reason_codec
 from ringwatch.scoring.alerts import AlertCandidate, alert_candidates
 from ringwatch.scoring.graph import (
@@ -211,6 +212,7 @@ def score_all(
     alerted = all_alerted_priorities(runner, "subscriber") if raise_alert_candidates else {}
     candidates: list[AlertCandidate] = []
     batch: list[dict[str, Any]] = []
+    batch_scores: list[float] = []
     for index, (facts, extra) in enumerate(everyone):
         graph = graph_scores[index]
         gnn = float(extra["gnn_risk"]) if extra["gnn_risk"] is not None else 0.0
@@ -221,6 +223,7 @@ def score_all(
         else:
             risk = rule_merge({"usage": facts.usage_risk, "graph": graph.risk, "gnn": gnn})
         risk = apply_label(risk, facts.label, reasons)
+        batch_scores.append(risk)
         band = priority(risk, config)
         summary.by_priority[band.value] = summary.by_priority.get(band.value, 0) + 1
         batch.append(
@@ -279,6 +282,8 @@ def score_all(
     summary.rings = len(rings)
     if candidates:
         summary.alerts_raised = len(raise_alerts(runner, candidates, now))
+    if batch_scores:
+        save_snapshot(runner, batch_scores, now)
     return summary
 
 

@@ -146,6 +146,15 @@ class Preparer:
         self._payment_key = payment.get_secret_value() if payment else None
         self._region = default_region
 
+    def identifier(self, kind: IdentifierKind, raw: str, path: str = "value") -> IdentifierLink:
+        """One identifier normalised (and hashed) exactly as ingest stores it; the API's
+        lookups and real-time scoring use this so they find what ingest wrote."""
+        return self._identifier(kind, raw, path)
+
+    def links(self, identifiers: Identifiers) -> tuple[IdentifierLink, ...]:
+        """All identifiers of an event-shaped `Identifiers`, normalised and de-duplicated."""
+        return self._links(identifiers)
+
     def _identifier(self, kind: IdentifierKind, raw: str, path: str) -> IdentifierLink:
         try:
             if kind is IdentifierKind.DEVICE:

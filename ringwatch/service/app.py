@@ -1,23 +1,88 @@
-"""The FastAPI application: for now health and readiness; the /v1 API grows on this."""
+"""The FastAPI application: the versioned /v1 API, health, readiness and metrics.
+
+Every route but `/healthz`, `/readyz` (and the static Browser guide) needs an API key with the
+right scope (`ringwatch.service.security`). Errors are JSON (`ringwatch.service.errors`).
+Request bodies over `api.max_request_bytes` are refused before they are read. Logs carry the
+route template, never the path (ids are personal data) nor the body.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ringwatch import __version__
 from ringwatch.config import Settings, get_settings
 from ringwatch.graph.db import Neo4jRunner, create_driver
+from ringwatch.graph.drift import current_drift
 from ringwatch.graph.schema import migrate
+from ringwatch.service.errors import error_body, install_error_handlers
+from ringwatch.service.metrics import StateCollector, request_histogram
 from ringwatch.service.readiness import check_kafka, check_neo4j
+from ringwatch.service.routes import ROUTERS
+from ringwatch.service.security import KeyCache, ReadKey
+
+log = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes with 413, by header and while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLargeError
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLargeError:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse(
+            error_body("too_large", f"request body over {self.limit} bytes"), status_code=413
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    registry = CollectorRegistry()
+    latency = request_histogram(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -27,17 +92,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             migrate(runner)
         app.state.settings = settings
         app.state.graph = runner
+        app.state.key_cache = KeyCache()
+        collector = StateCollector(runner, settings, drift=lambda: current_drift(runner))
+        registry.register(collector)
         try:
             yield
         finally:
+            registry.unregister(collector)
+            producer = getattr(app.state, "producer", None)
+            if producer is not None:
+                producer.flush(5.0)
             driver.close()
 
     app = FastAPI(
         title="ringwatch",
         version=__version__,
-        description="Identity-fraud rings and risk on a Neo4j identity graph.",
+        description=(
+            "Identity-fraud rings and risk on a Neo4j identity graph. Every endpoint but health "
+            "needs an API key (`X-API-Key` header) with the scope it names: read, write or admin."
+        ),
         lifespan=lifespan,
     )
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = _route_template(app, request)
+        latency.labels(request.method, route, str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    app.add_middleware(BodyLimit, limit=settings.api.max_request_bytes)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -57,4 +145,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status_code=200 if ready else 503,
         )
 
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def metrics(_: ReadKey) -> Response:
+        """Prometheus metrics (read scope; configure the scrape with a bearer token)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    for router in ROUTERS:
+        app.include_router(router)
     return app
+
+
+def _route_template(app: FastAPI, request: Request) -> str:
+    # The template (/v1/subscribers/{subscriber_id}), never the path: ids stay out of metrics.
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", "other"))
+    return "unmatched"

@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from graphdatascience import GraphDataScience
 from neo4j import Driver
 
@@ -141,3 +143,28 @@ def kafka_topic(
     if created:
         for future in admin.delete_topics(created).values():
             future.result(timeout=30)
+
+
+@dataclass(frozen=True)
+class Api:
+    """The real application on the test stack, with one key per scope."""
+
+    client: TestClient
+    keys: dict[str, str]
+
+    def headers(self, scope: str = "read") -> dict[str, str]:
+        return {"X-API-Key": self.keys[scope]}
+
+
+@pytest.fixture
+def api(graph: Neo4jRunner, settings: Settings) -> Iterator[Api]:
+    """The API on an empty graph (keys created fresh), with the lifespan run (TestClient)."""
+    from ringwatch.graph.api_keys import Scope, create_key
+    from ringwatch.service.app import create_app
+
+    pepper = settings.api.api_key_pepper.get_secret_value()
+    keys = {
+        scope.value: create_key(graph, f"test-{scope.value}", {scope}, pepper)[0] for scope in Scope
+    }
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield Api(client, keys)

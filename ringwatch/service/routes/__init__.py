@@ -1,0 +1,14 @@
+"""The /v1 API, one router per resource. Add a router here to serve it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ringwatch.service.routes import identifiers, rings, subscribers, system
+
+ROUTERS: list[APIRouter] = [
+    subscribers.router,
+    identifiers.router,
+    rings.router,
+    system.router,
+]
