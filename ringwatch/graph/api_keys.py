@@ -75,7 +75,8 @@ def hash_key(key: str, pepper: str) -> str:
 
 def split_key(key: str) -> str | None:
     """The prefix of a well-formed key, else None."""
-    parts = key.split("_")
+    # The secret is URL-safe base64, which may itself contain '_': split twice at most.
+    parts = key.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != 8 or len(parts[2]) < 32:
         return None
     return parts[1]
