@@ -785,5 +785,42 @@ def serve(
         )
 
 
+@app.command()
+def browser() -> None:
+    """Where Neo4j Browser is, the one command that opens the investigation guide, the style."""
+    import httpx
+
+    from ringwatch.graph.investigate import kit_dir
+    from ringwatch.service.browser_kit import (
+        GUIDE_ROUTE,
+        api_base_url,
+        browser_url,
+        play_command,
+        style_command,
+    )
+
+    settings = _settings()
+    rows = [
+        ("Neo4j Browser", f"{browser_url(settings.stack)}  (no authentication on the local stack)"),
+        ("investigation guide", play_command(settings.api)),
+        ("style sheet", style_command(settings.api)),
+        ("queries", f"{kit_dir()}/*.cypher  (drag them onto Browser's Favorites)"),
+    ]
+    for name, value in rows:
+        out.print(f"{name + ':':<21}{value}", markup=False, highlight=False, soft_wrap=True)
+    out.print("Type the guide command into the Browser editor and press Enter.", highlight=False)
+    try:
+        answered = httpx.get(f"{api_base_url(settings.api)}{GUIDE_ROUTE}", timeout=2).is_success
+    except httpx.HTTPError:
+        answered = False
+    if not answered:
+        out.print(
+            f"[yellow]note:[/] the API is not answering on {api_base_url(settings.api)}; "
+            "the guide and the style sheet are served by it: start it with 'ringwatch serve'.",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()

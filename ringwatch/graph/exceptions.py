@@ -9,3 +9,7 @@ class GraphError(RingwatchError):
 
 class SchemaError(GraphError):
     """The schema file is missing or a migration statement failed."""
+
+
+class InvestigationKitError(GraphError):
+    """A file of the Browser investigation kit (`cypher/investigate/`) cannot be used."""

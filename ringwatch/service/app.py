@@ -25,6 +25,7 @@ from ringwatch.config import Settings, get_settings
 from ringwatch.graph.db import Neo4jRunner, create_driver
 from ringwatch.graph.drift import current_drift
 from ringwatch.graph.schema import migrate
+from ringwatch.service import browser_kit
 from ringwatch.service.errors import error_body, install_error_handlers
 from ringwatch.service.metrics import StateCollector, request_histogram
 from ringwatch.service.readiness import check_kafka, check_neo4j
@@ -152,6 +153,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in ROUTERS:
         app.include_router(router)
+    # The Browser guide and style sheet: static documentation, open like health.
+    app.include_router(browser_kit.router)
     return app
 
 

@@ -82,6 +82,8 @@ _SILENT_LOG = logging.getLogger("ringwatch.stack.health")
 _SILENT_LOG.addHandler(logging.NullHandler())
 _SILENT_LOG.propagate = False
 _GDS_SYSINFO_PREFIX = "org.neo4j.gds.proc-sysinfo-"
+# Hosts Neo4j Browser may load guides and style sheets from (`ringwatch serve` on loopback).
+BROWSER_CONTENT_HOSTS = "localhost,127.0.0.1"
 
 
 class Neo4jServer(Server):
@@ -135,6 +137,10 @@ class Neo4jServer(Server):
             f"server.memory.heap.max_size={self.config.neo4j_heap}",
             # Keep the transaction logs of a development store small.
             "db.tx_log.rotation.retention_policy=2 files",
+            # Browser's `:play URL` and `:style URL` fetch only from these hosts: the ringwatch
+            # API on this machine serves the investigation guide and style sheet. (Neo4j 5.26
+            # knows the setting by this name; Browser also reads the later '_allowlist'.)
+            f"browser.remote_content_hostname_whitelist={BROWSER_CONTENT_HOSTS}",
         ]
         return "\n".join(lines) + "\n"
 
