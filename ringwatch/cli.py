@@ -42,6 +42,8 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(backfill_app, name="backfill")
+alerts_app = typer.Typer(help="Alert delivery to n8n and Slack: the worker and a test send.")
+app.add_typer(alerts_app, name="alerts")
 keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.")
 app.add_typer(keys_app, name="keys")
 
@@ -762,6 +764,87 @@ def demo() -> None:
             "(no authentication on the local stack) and run:"
         )
         out.print(f"  {sample.BROWSER_QUERY}", markup=False, highlight=False)
+
+
+# --- alerts -----------------------------------------------------------------------------------
+
+
+@alerts_app.command("deliver")
+def alerts_deliver(
+    once: Annotated[
+        bool, typer.Option("--once", help="Deliver what is due now, then exit.")
+    ] = False,
+    poll_interval: Annotated[
+        float | None,
+        typer.Option(
+            min=0.05,
+            help="Seconds between polls of the outbox when it is empty.",
+            envvar="RINGWATCH_ALERTS__POLL_INTERVAL_S",
+            show_default="2",
+        ),
+    ] = None,
+) -> None:
+    """Deliver due alerts to n8n and Slack, with retries and backoff, until stopped.
+
+    SIGTERM or Ctrl-C: the worker finishes the alert in hand, records it, and exits.
+    """
+    import logging
+
+    from ringwatch.delivery import run_delivery
+    from ringwatch.graph.db import Neo4jRunner, create_driver
+    from ringwatch.graph.delivery import delivery_counts
+
+    with _edge():
+        settings = _settings()
+        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+        summary = run_delivery(settings, poll_interval_s=poll_interval, once=once)
+        with create_driver(settings.neo4j) as driver:
+            counts = delivery_counts(Neo4jRunner(driver, settings.neo4j.database))
+        out.print(
+            f"[green]delivered[/] {summary.delivered:,} alerts "
+            f"({summary.fallbacks:,} via Slack in place of n8n); "
+            f"{summary.retried:,} attempts to retry, {summary.failed:,} failed for good",
+            highlight=False,
+        )
+        out.print(
+            "  outbox: " + ", ".join(f"{state} {count:,}" for state, count in counts.items()),
+            highlight=False,
+        )
+
+
+@alerts_app.command("test")
+def alerts_test(
+    priority: Annotated[
+        str, typer.Option(help="Priority of the sample alert: P1, P2, P3 or P4.")
+    ] = "P1",
+) -> None:
+    """Send a sample alert, marked as a test, to every configured sink; print each answer."""
+    from ringwatch.delivery import DeliveryError, send_test_alert
+    from ringwatch.delivery.sinks import create_client, n8n_url
+    from ringwatch.scoring.risk import Priority
+
+    with _edge():
+        try:
+            chosen = Priority(priority.upper())
+        except ValueError:
+            raise DeliveryError(f"unknown priority '{priority}'; choose P1, P2, P3 or P4") from None
+        settings = _settings()
+        config = settings.alerts
+        with create_client(config) as client:
+            results = send_test_alert(client, config, chosen, scoring=settings.scoring)
+        for result in results:
+            # The n8n path is no secret; the Slack webhook URL is, and is never shown.
+            where = n8n_url(config, chosen.value) if result.sink.value == "n8n" else "webhook"
+            state = "[green]accepted[/]" if result.ok else "[red]rejected[/]"
+            line = f"  {result.sink.value:<6} {state} {result.summary}  ({where})"
+            out.print(line, soft_wrap=True, highlight=False)
+        rejected = [result for result in results if not result.ok]
+        if rejected:
+            raise DeliveryError(
+                f"{len(rejected)} of {len(results)} sink(s) did not accept the test alert: "
+                + ", ".join(f"{result.sink.value} {result.summary}" for result in rejected)
+            )
+        out.print(f"[green]test alert delivered[/] to {len(results)} sink(s)")
 
 
 @app.command()

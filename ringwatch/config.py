@@ -10,13 +10,15 @@ laptop (no Neo4j password, the development API key salt, unsigned webhooks).
 
 from __future__ import annotations
 
+import json
+import string
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ringwatch.exceptions import ConfigurationError
 
@@ -110,16 +112,81 @@ class ApiConfig(_Frozen):
     apply_schema_on_start: bool = True
 
 
+PriorityName = Literal["P1", "P2", "P3", "P4"]
+# Read from the environment by the validator below, not as JSON only: "P1,P2" works too.
+Priorities = Annotated[tuple[PriorityName, ...], NoDecode]
+
+
 class AlertsConfig(_Frozen):
+    """Where alerts are delivered (n8n, Slack), how they are signed, routed and retried.
+
+    Priority lists read from the environment as JSON or comma-separated, e.g.
+    ``RINGWATCH_ALERTS__SLACK_PRIORITIES=P1,P2,P3``.
+    """
+
     n8n_base_url: str | None = None
     n8n_token: SecretStr | None = None
+    n8n_path_template: str = Field(
+        default="/webhook/ringwatch-{priority}",
+        description="Path under n8n_base_url; {priority} becomes p1, p2, p3 or p4.",
+    )
     slack_webhook_url: SecretStr | None = None
     signing_secret: SecretStr | None = Field(
         default=None, description="HMAC-SHA256 key for the signature header on every webhook."
     )
+    n8n_priorities: Priorities = ("P1", "P2", "P3", "P4")
+    slack_priorities: Priorities = ("P1", "P2")
+    slack_fallback: bool = Field(
+        default=True,
+        description="Send to Slack when n8n is unreachable (5xx, timeout, connection refused).",
+    )
+    api_base_url: str = Field(
+        default="http://127.0.0.1:8000", description="The ringwatch API, for links in alerts."
+    )
+    browser_url: str = Field(
+        default="http://127.0.0.1:7474/browser/",
+        description="Neo4j Browser, for investigation links in alerts.",
+    )
     max_attempts: int = Field(default=8, ge=1)
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0, description="Per request to a receiver.")
+    batch_size: int = Field(default=20, ge=1, le=1000)
+    lease_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a claimed alert is a worker's own before another may retake it.",
+    )
+    poll_interval_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("n8n_priorities", "slack_priorities", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return tuple(part.strip().upper() for part in text.split(",") if part.strip())
+        return value
+
+    @field_validator("n8n_path_template")
+    @classmethod
+    def _one_priority_field(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("n8n_path_template must start with '/'")
+        fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        if fields != ["priority"]:
+            raise ValueError("n8n_path_template must contain {priority} once and no other field")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be at least backoff_initial_s")
+        # A claimed alert may need n8n, the Slack fallback and Slack: three requests.
+        if self.lease_s <= 3 * self.timeout_s:
+            raise ValueError("lease_s must be longer than three request timeouts (3 * timeout_s)")
+        return self
 
 
 class ScoringConfig(_Frozen):

@@ -85,6 +85,7 @@ WHERE ($status IS NULL OR a.status = $status)
   AND ($entity_kind IS NULL OR a.entity_kind = $entity_kind)
   AND ($entity_id IS NULL OR a.entity_id = $entity_id)
   AND ($kind IS NULL OR a.kind = $kind)
+  AND ($delivery IS NULL OR a.delivery = $delivery)
 RETURN a {.*} AS alert
 ORDER BY a.created_at DESC, a.id
 LIMIT $limit
@@ -258,9 +259,13 @@ def list_alerts(
     entity_kind: EntityKind | None = None,
     entity_id: str | None = None,
     kind: str | None = None,
+    delivery: str | None = None,
     limit: int = 100,
 ) -> list[StoredAlert]:
-    """Alerts matching every filter given, newest first."""
+    """Alerts matching every filter given, newest first.
+
+    `delivery` is the webhook delivery state: pending, sending, delivered or failed.
+    """
     if limit < 1:
         raise ValueError("limit must be at least 1")
     params = {
@@ -269,6 +274,7 @@ def list_alerts(
         "entity_kind": entity_kind,
         "entity_id": entity_id,
         "kind": kind,
+        "delivery": delivery,
         "limit": limit,
     }
     return [StoredAlert.from_properties(r["alert"]) for r in runner.read(_LIST, params)]
