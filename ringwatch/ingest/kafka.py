@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException, Message, Producer
@@ -57,6 +57,16 @@ def ensure_topics(config: KafkaConfig, names: Iterable[str], partitions: int = 6
     return wanted
 
 
+def _both(
+    first: Callable[[object, Message], None], second: Callable[[object, Message], None]
+) -> Callable[[object, Message], None]:
+    def report(error: object, message: Message) -> None:
+        first(error, message)
+        second(error, message)
+
+    return report
+
+
 class EventProducer:
     """Publishes event payloads keyed by subscriber id, so one subscriber keeps one partition."""
 
@@ -87,11 +97,17 @@ class EventProducer:
         value: bytes | None,
         key: str | bytes | None = None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
+        on_delivery: Callable[[object, Message], None] | None = None,
     ) -> None:
+        """Queue one message. `on_delivery`, when given, also gets its delivery report (error
+        or None), from within a later `poll` or `flush`."""
+        report: Callable[[object, Message], None] = self._on_delivery
+        if on_delivery is not None:
+            report = _both(self._on_delivery, on_delivery)
         while True:
             try:
                 self._producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
+                    topic, value=value, key=key, headers=headers, on_delivery=report
                 )
                 break
             except BufferError:

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ringwatch.service.routes import identifiers, rings, subscribers, system
+from ringwatch.service.routes import (
+    alerts,
+    events,
+    identifiers,
+    labels,
+    rings,
+    subscribers,
+    system,
+)
 
 ROUTERS: list[APIRouter] = [
     subscribers.router,
     identifiers.router,
     rings.router,
     system.router,
+    labels.router,
+    alerts.router,
+    events.router,
 ]
