@@ -189,6 +189,12 @@ def test_alert_errors(api: Api, alerts: list[StoredAlert]) -> None:
         )
         assert response.status_code == 422, body
         assert response.json()["error"]["code"] == "invalid_request"
+    huge = api.client.post(
+        f"/v1/alerts/{alerts[0].id}/resolve",
+        content=b'{"actor": "' + b"x" * 1_100_000 + b'"}',
+        headers={**api.headers("write"), "Content-Type": "application/json"},
+    )
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "too_large"
     assert get(api, f"/v1/alerts/{alerts[0].id}").json()["status"] == "open"
 
 
