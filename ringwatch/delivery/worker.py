@@ -140,8 +140,9 @@ def _send(
         url = slack_url(config)
         body = slack_body(document, n8n_failure=n8n_failure)
     headers = signed_headers(secret, body, timestamp=timestamp, idempotency_key=str(document["id"]))
-    if sink is Sink.N8N and config.n8n_token is not None:
-        headers["Authorization"] = f"Bearer {config.n8n_token.get_secret_value()}"
+    token = config.n8n_token.get_secret_value() if config.n8n_token is not None else ""
+    if sink is Sink.N8N and token:
+        headers["Authorization"] = f"Bearer {token}"
     return post(client, sink, url, body, headers)
 
 

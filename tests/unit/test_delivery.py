@@ -434,3 +434,14 @@ def test_sample_alert_ids_are_fresh() -> None:
     first, second = sample_alert(Priority.P1), sample_alert(Priority.P1)
     assert first.id != second.id and first.id.startswith("alert-test-")
     assert first.created_at <= datetime.now(UTC) + timedelta(seconds=1)
+
+
+def test_an_empty_n8n_token_sends_no_authorization_header(client: httpx.Client) -> None:
+    receiver = WebhookReceiver(secret=SECRET).start()
+    try:
+        config = _config(receiver, None).model_copy(update={"n8n_token": SecretStr("")})
+        outcome = send_alert(client, config, SECRET, _document(_alert(Priority.P3), config))
+        assert outcome.delivered
+        assert "authorization" not in receiver.requests[0].headers
+    finally:
+        receiver.stop()
