@@ -10,6 +10,7 @@ from ringwatch.service.routes import (
     identifiers,
     labels,
     rings,
+    scoring,
     subscribers,
     system,
 )
@@ -19,6 +20,7 @@ ROUTERS: list[APIRouter] = [
     identifiers.router,
     rings.router,
     system.router,
+    scoring.router,
     labels.router,
     alerts.router,
     events.router,
