@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from ringwatch.config import KafkaConfig, Settings, StackConfig
+from ringwatch.config import KafkaConfig, ScoringConfig, Settings, StackConfig
 from ringwatch.graph.db import Neo4jRunner
+from ringwatch.graph.rings import live_tracker
 from ringwatch.graph.schema import migrate
 from ringwatch.graph.writer import GraphWriter
 from ringwatch.ingest.kafka import EventProducer, ensure_topics
@@ -125,7 +126,11 @@ def produce(
 
 def expected_snapshot(graph: Neo4jRunner, payloads: list[Payload], hub_cap: int) -> dict[str, Any]:
     migrate(graph)
-    GraphWriter(graph, hub_cap=hub_cap).write(prepared(*payloads))
+    tracker, ring_types = live_tracker(ScoringConfig(hub_cap=hub_cap))
+    # The worker tracks rings live; so does the reference writer.
+    GraphWriter(graph, hub_cap=hub_cap, ring_tracker=tracker, ring_link_types=ring_types).write(
+        prepared(*payloads)
+    )
     snapshot = _snapshot(graph)
     graph.write("MATCH (n) DETACH DELETE n")
     return snapshot

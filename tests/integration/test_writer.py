@@ -16,16 +16,26 @@ CARD = "4111 1111 1111 1111"
 
 
 def _snapshot(graph: Neo4jRunner) -> dict[str, Any]:
-    """Everything a redelivery could change: node and relationship counts and all properties."""
+    """Everything a redelivery could change: node and relationship counts and all properties.
+
+    Rings formed by live tracking are compared by membership only: their ids and lineage
+    records depend on how events were batched, the members they end up with do not.
+    """
     nodes = graph.read(
-        "MATCH (n) RETURN labels(n)[0] AS label, n.id AS id, properties(n) AS props "
+        "MATCH (n) WHERE NOT n:Ring AND NOT n:RingEvent AND NOT n:Sequence "
+        "RETURN labels(n)[0] AS label, n.id AS id, n {.*, ring_id: null} AS props "
         "ORDER BY label, id"
     )
     rels = graph.read(
-        "MATCH (a)-[r]->(b) RETURN a.id AS a, type(r) AS type, b.id AS b, properties(r) AS props "
+        "MATCH (a)-[r]->(b) WHERE NOT type(r) IN ['MEMBER_OF', 'OF'] "
+        "RETURN a.id AS a, type(r) AS type, b.id AS b, properties(r) AS props "
         "ORDER BY a, type, b"
     )
-    return {"nodes": nodes, "rels": rels}
+    rings = graph.read(
+        "MATCH (s:Subscriber)-[:MEMBER_OF]->(r:Ring) WITH r, s ORDER BY s.id "
+        "WITH collect(s.id) AS members RETURN members ORDER BY members"
+    )
+    return {"nodes": nodes, "rels": rels, "rings": [row["members"] for row in rings]}
 
 
 def _writer(graph: Neo4jRunner, hub_cap: int = 50) -> GraphWriter:
