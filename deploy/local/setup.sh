@@ -5,6 +5,8 @@
 #   - Python 3.11+ virtualenv in .venv with ringwatch and its development tools
 #     (RINGWATCH_WITH_GNN=1 also installs PyTorch + PyTorch Geometric: several GB)
 #   - Neo4j, GDS, Browser and Kafka jars from Maven Central (cached in ~/.m2 and the stack home)
+#   - Chromium, Node.js and tests/browser's npm packages (playwright-core), for the Neo4j
+#     Browser end-to-end test (tests/integration/test_browser_e2e.py)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,6 +32,10 @@ command -v python3 >/dev/null 2>&1 || packages+=(python3 python3-venv)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
   packages+=(python3-venv)
 fi
+# The Browser end-to-end test drives Debian's Chromium with playwright-core (no browser download).
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 if [ ${#packages[@]} -gt 0 ]; then
   command -v apt-get >/dev/null 2>&1 || fail "please install: ${packages[*]} (no apt-get here)"
   say "installing ${packages[*]}"
@@ -51,6 +57,14 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[$extras]"
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+
+# npm ci only when the lock file changed since the last install.
+browser_stamp="tests/browser/node_modules/.installed-$(sha256sum tests/browser/package-lock.json | cut -c1-16)"
+if [ ! -f "$browser_stamp" ]; then
+  say "installing the browser test's npm packages (tests/browser)"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+  touch "$browser_stamp"
 fi
 
 say "resolving the local stack's jars from Maven Central"

@@ -127,6 +127,8 @@ class Neo4jServer(Server):
             # Loopback only and development data: authentication stays off on the local stack.
             "dbms.security.auth_enabled=false",
             "dbms.usage_report.enabled=false",
+            # Nor does Browser send usage data (and it finds no network to send it to).
+            "client.allow_telemetry=false",
             f"server.directories.data={home / 'data'}",
             f"server.directories.plugins={self.plugins_dir.resolve()}",
             f"server.directories.logs={self.log_dir.resolve()}",
