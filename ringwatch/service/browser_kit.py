@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from ringwatch.config import ApiConfig, StackConfig
 from ringwatch.graph.schema import cypher_dir
@@ -57,13 +58,13 @@ def _preflight(request: Request) -> Response:
     return Response(status_code=204, headers={**_CORS, "Access-Control-Allow-Headers": allowed})
 
 
-@router.get(GUIDE_ROUTE, response_class=Response)
+@router.get(GUIDE_ROUTE, response_class=HTMLResponse)
 def guide(request: Request) -> Response:
     """The investigation guide for Neo4j Browser: `:play http://127.0.0.1:8000/browser/guide`."""
     return _serve("guide.html", "text/html; charset=utf-8", request)
 
 
-@router.get(STYLE_ROUTE, response_class=Response)
+@router.get(STYLE_ROUTE, response_class=PlainTextResponse)
 def style(request: Request) -> Response:
     """The Browser style sheet: `:style http://127.0.0.1:8000/browser/style.grass`."""
     return _serve("style.grass", "text/plain; charset=utf-8", request)
