@@ -25,7 +25,7 @@ from ringwatch.graph.db import Neo4jRunner, create_driver
 from ringwatch.graph.drift import current_drift
 from ringwatch.graph.schema import migrate
 from ringwatch.service import browser_kit
-from ringwatch.service.errors import error_body, install_error_handlers
+from ringwatch.service.errors import ERROR_RESPONSES, error_body, install_error_handlers
 from ringwatch.service.metrics import StateCollector, request_histogram
 from ringwatch.service.readiness import check_kafka, check_neo4j
 from ringwatch.service.routes import ROUTERS
@@ -145,13 +145,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status_code=200 if ready else 503,
         )
 
-    @app.get("/metrics", tags=["health"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses={code: ERROR_RESPONSES[code] for code in (401, 403, 503)},
+    )
     def metrics(_: ReadKey) -> Response:
         """Prometheus metrics (read scope; configure the scrape with a bearer token)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     for router in ROUTERS:
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     # The Browser guide and style sheet: static documentation, open like health.
     app.include_router(browser_kit.router)
     return app

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ringwatch.graph.exceptions import GraphError
@@ -31,6 +32,34 @@ class ApiError(Exception):
 def not_found(kind: str, ident: str) -> ApiError:
     # The id is the caller's own input; echoing it back is safe and helps them.
     return ApiError(404, "not_found", f"no {kind} with id {ident!r}", {"kind": kind})
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorOut(BaseModel):
+    """Every error the API returns has this shape."""
+
+    error: ErrorDetail
+
+
+# Documented on every /v1 operation, so clients (and schema checkers) know the error shape.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in {
+        400: "Malformed request (e.g. a cursor this API did not return).",
+        401: "No API key, or not a valid one.",
+        403: "The API key lacks the scope this operation needs.",
+        404: "No such subscriber, ring, alert or identifier kind.",
+        409: "The request conflicts with the current state.",
+        413: "The request body is too large.",
+        422: "The request is not valid; `details.problems` says where.",
+        503: "The graph database or Kafka is unavailable; retry later.",
+    }.items()
+}
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
