@@ -296,7 +296,8 @@ def newest_transaction_time(runner: QueryRunner) -> datetime | None:
 def _new_identifiers(
     runner: QueryRunner, ids: Sequence[str], window_from: datetime, as_of: datetime
 ) -> dict[str, tuple[list[NewIdentifier], list[NewIdentifier]]]:
-    rows = runner.read(
+    rows = _rows(
+        runner,
         _NEW_IDENTIFIERS,
         {
             "ids": list(ids),
