@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
 
 from neo4j import RoutingControl
-from neo4j.exceptions import ServiceUnavailable
+from neo4j.exceptions import AuthError, ServiceUnavailable
 
 from ringwatch.config import ScoringConfig
 from ringwatch.graph.db import Neo4jRunner, QueryRunner
@@ -285,6 +285,8 @@ def _rows(runner: QueryRunner, query: LiteralString, params: Mapping[str, Any]) 
         )
     except ServiceUnavailable as exc:
         raise GraphError(f"Neo4j is not reachable: {exc}") from None
+    except AuthError:
+        raise GraphError("Neo4j refused the credentials (RINGWATCH_NEO4J__*)") from None
     return records
 
 
