@@ -30,7 +30,9 @@ run: setup ## Set up, start the stack, stream a simulated population, find rings
 	$(RW) ingest run --until-idle 5
 	$(RW) db stats
 	$(RW) analyze --lookback-days $$(( $(SIM_MONTHS) * 30 ))
-	@echo "Neo4j Browser: http://127.0.0.1:7474/browser/   API: http://127.0.0.1:8000/docs"
+	$(RW) examples --name "make-run"
+	@echo "Neo4j Browser: http://127.0.0.1:7474/browser/ (type :play http://127.0.0.1:8000/browser/guide)"
+	@echo "API: http://127.0.0.1:8000/docs"
 	@echo "Ctrl-C stops the API; 'make down' stops the stack."
 	$(RW) serve
 

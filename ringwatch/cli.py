@@ -450,6 +450,52 @@ def keys_revoke(
             out.print(f"revoked {key.prefix} ({key.name})")
 
 
+@app.command()
+def examples(
+    name: Annotated[str, typer.Option(help="Name of the demo key to create.")] = "demo",
+) -> None:
+    """Create a read/write demo key and print a curl for each main endpoint, with real ids."""
+    from ringwatch.graph.api_keys import Scope, create_key
+    from ringwatch.graph.db import Neo4jRunner, create_driver
+
+    with _edge():
+        settings = _settings()
+        with create_driver(settings.neo4j) as driver:
+            runner = Neo4jRunner(driver, settings.neo4j.database)
+            key, _ = create_key(runner, name, {Scope.READ, Scope.WRITE},
+                                settings.api.api_key_pepper.get_secret_value())  # fmt: skip
+            ring = runner.read(
+                "MATCH (r:Ring {status: 'active'})<-[:MEMBER_OF]-(s:Subscriber) "
+                "WITH r, min(s.id) AS member RETURN r.id AS ring, member "
+                "ORDER BY r.risk DESC LIMIT 1"
+            )
+            email = runner.read("MATCH (e:Email) WHERE e.subscribers > 1 RETURN e.id AS id LIMIT 1")
+        ring_id = ring[0]["ring"] if ring else "R-1"
+        member = ring[0]["member"] if ring else "sub-000001"
+        shared = email[0]["id"] if email else "someone@example.org"
+        base = f"http://{settings.api.host}:{settings.api.port}"
+        header = f"-H 'X-API-Key: {key}'"
+        lines = [
+            f"export RINGWATCH_KEY='{key}'   # demo key (read, write); shown once",
+            f"curl -s {header} {base}/v1/rings?limit=5",
+            f"curl -s {header} {base}/v1/rings/{ring_id}",
+            f"curl -s {header} {base}/v1/subscribers/{member}",
+            f"curl -s {header} '{base}/v1/subscribers/{member}/network?depth=2'",
+            f"curl -s {header} {base}/v1/identifiers/email/{shared}",
+            f"curl -s {header} -H 'Content-Type: application/json' "
+            f'-d \'{{"emails": ["{shared}"]}}\' {base}/v1/score/signup',
+            f"curl -s {header} -H 'Content-Type: application/json' -d '{{\"subscriber_id\": "
+            f'"{member}", "kind": "payment", "amount": 650, "currency": "USD"}}\' '
+            f"{base}/v1/score/transaction",
+            f"curl -s {header} '{base}/v1/alerts?limit=5'",
+            f"curl -s {header} {base}/v1/drift",
+            f"curl -s {header} {base}/metrics | head",
+        ]
+        out.print("Try the API (OpenAPI at " + base + "/docs):", highlight=False)
+        for line in lines:
+            out.print("  " + line, highlight=False, markup=False, soft_wrap=True)
+
+
 # --- analytics --------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer
 
 from ringwatch.config import Settings
+from ringwatch.graph.api_keys import verify_key
 from ringwatch.graph.db import Neo4jRunner
 from ringwatch.graph.writer import GraphWriter
 from ringwatch.ingest.prepare import Preparer
@@ -69,3 +70,14 @@ def test_analyze_finds_ranks_and_publishes_rings(
     assert second.code == 0, second.stderr
     assert f"{len(rings)} unchanged" in second.stdout.replace(",", "")
     assert graph.read("MATCH (e:RingEvent {published: false}) RETURN count(e) AS n")[0]["n"] == 0
+
+    # `examples` prints a working key and a curl per main endpoint, with real ids.
+    shown = run_cli("examples", "--name", "cli-test", env=env)
+    assert shown.code == 0, shown.stderr
+    assert shown.stdout.count("curl -s") >= 10
+    top_ring = graph.read(
+        "MATCH (r:Ring {status: 'active'}) RETURN r.id AS id ORDER BY r.risk DESC LIMIT 1"
+    )[0]["id"]
+    assert f"/v1/rings/{top_ring}" in shown.stdout
+    demo_key = shown.stdout.split("RINGWATCH_KEY='", 1)[1].split("'", 1)[0]
+    assert verify_key(graph, demo_key, settings.api.api_key_pepper.get_secret_value()) is not None
