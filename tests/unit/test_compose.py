@@ -20,8 +20,8 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 
-EXPECTED_SERVICES = frozenset({"neo4j", "kafka", "api", "ingest", "n8n"})
-APP_SERVICES = ("api", "ingest")
+EXPECTED_SERVICES = frozenset({"neo4j", "kafka", "api", "ingest", "delivery", "n8n"})
+APP_SERVICES = ("api", "ingest", "delivery")
 BACKING_SERVICES = ("neo4j", "kafka")
 
 # Environment keys whose values must never be literals in the compose file.
