@@ -73,12 +73,21 @@ SET s.graph_risk = row.graph_risk, s.graph_reasons = row.graph_reasons,
     s.risk = row.risk, s.priority = row.priority, s.decision = row.decision,
     s.risk_reasons = row.reasons, s.risk_reason_codes = row.codes, s.risk_model = row.model,
     s.scored_at = $now
+// Marker labels let Neo4j Browser's style sheet colour by priority (GraSS cannot read values).
+REMOVE s:P1:P2:P3
+FOREACH (_ IN CASE row.priority WHEN 'P1' THEN [1] ELSE [] END | SET s:P1)
+FOREACH (_ IN CASE row.priority WHEN 'P2' THEN [1] ELSE [] END | SET s:P2)
+FOREACH (_ IN CASE row.priority WHEN 'P3' THEN [1] ELSE [] END | SET s:P3)
 """
 
 _WRITE_RINGS: LiteralString = """
 UNWIND $rows AS row
 MATCH (r:Ring {id: row.id})
 SET r += row.properties, r.scored_at = $now
+REMOVE r:P1:P2:P3
+FOREACH (_ IN CASE row.properties.priority WHEN 'P1' THEN [1] ELSE [] END | SET r:P1)
+FOREACH (_ IN CASE row.properties.priority WHEN 'P2' THEN [1] ELSE [] END | SET r:P2)
+FOREACH (_ IN CASE row.properties.priority WHEN 'P3' THEN [1] ELSE [] END | SET r:P3)
 """
 
 

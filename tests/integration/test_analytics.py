@@ -308,3 +308,8 @@ def test_rescoring_does_not_duplicate_alerts(
         "MATCH (r:Ring)<-[:MEMBER_OF]-(:Subscriber {id: 'f2'}) RETURN r.reasons AS reasons"
     )[0]["reasons"]
     assert "1 of 4 members confirmed fraud" in reasons
+
+    # Priority marker labels follow the priority (Neo4j Browser colours by them).
+    marked = graph.read("MATCH (r:Ring) RETURN r.priority AS priority, labels(r) AS labels")[0]
+    assert marked["priority"] in ("P1", "P2", "P3")
+    assert set(marked["labels"]) == {"Ring", marked["priority"]}
