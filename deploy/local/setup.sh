@@ -3,7 +3,8 @@
 # stack's jars. Safe to run again: each step is skipped when already done.
 #   - Java 17+ and Maven (apt-get, when missing; needs root or sudo)
 #   - Python 3.11+ virtualenv in .venv with ringwatch and its development tools
-#     (RINGWATCH_WITH_GNN=1 also installs PyTorch + PyTorch Geometric: several GB)
+#     and PyTorch + PyTorch Geometric for the GNN (several GB, CPU is enough;
+#     RINGWATCH_WITH_GNN=0 leaves them out: then the GNN tests skip and no model can be trained)
 #   - Neo4j, GDS, Browser and Kafka jars from Maven Central (cached in ~/.m2 and the stack home)
 #   - Chromium, Node.js and tests/browser's npm packages (playwright-core), for the Neo4j
 #     Browser end-to-end test (tests/integration/test_browser_e2e.py)
@@ -46,8 +47,8 @@ fi
 python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
   || fail "Python 3.11 or newer is required (found $(python3 --version 2>&1))"
 
-extras="dev"
-[ "${RINGWATCH_WITH_GNN:-0}" = "1" ] && extras="dev,gnn"
+extras="dev,gnn"
+[ "${RINGWATCH_WITH_GNN:-1}" = "0" ] && extras="dev"
 # Reinstall only when the dependency list or the extras change.
 stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras/,/-}"
 if [ ! -f "$stamp" ]; then

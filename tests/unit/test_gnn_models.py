@@ -1,0 +1,264 @@
+"""The GNN library on tiny synthetic graphs: sampling, splits, training, calibration, fallback,
+registry. Seconds on a laptop; no servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch_geometric", reason="the gnn extra is not installed")
+
+import torch
+from torch_geometric.data import Data, HeteroData
+from torch_geometric.transforms import ToUndirected
+
+from ringwatch.models.anomaly import fit_anomaly
+from ringwatch.models.calibration import fit_calibrator
+from ringwatch.models.data import NodeTask, connected_groups, group_split
+from ringwatch.models.exceptions import ModelError
+from ringwatch.models.registry import ModelRegistry
+from ringwatch.models.sampling import neighbor_loader
+from ringwatch.models.training import TrainConfig, train
+
+
+def fast(**overrides: Any) -> TrainConfig:
+    """Small and quick: a few seconds per model on these graphs."""
+    settings: dict[str, Any] = {"epochs": 15, "hidden": 16, "batch_size": 32, "lr": 0.01,
+                                "patience": 10, "fanout": [10, 5]}  # fmt: skip
+    return TrainConfig(**{**settings, **overrides})
+
+
+def planted(legit: int = 120, rings: int = 12, size: int = 4, seed: int = 0) -> HeteroData:
+    """Legitimate subscribers each with their own device, in households of two sharing an
+    address; fraud rings whose members share one device and one address, each member also
+    linked to a random household's address (camouflage). Features are noise but for a weak
+    shift in one column: the signal is in the structure (identifiers carry their user count).
+    90 % of subscribers are labelled."""
+    rng = np.random.default_rng(seed)
+    n = legit + rings * size
+    y = np.zeros(n, dtype=np.int64)
+    y[legit:] = 1
+    devices: list[tuple[int, int]] = [(i, i) for i in range(legit)]
+    addresses: list[tuple[int, int]] = [(i, i // 2) for i in range(legit)]
+    device, address = legit, legit // 2
+    for ring in range(rings):
+        for member in range(legit + ring * size, legit + (ring + 1) * size):
+            devices.append((member, device))
+            addresses.append((member, address))
+            addresses.append((member, int(rng.integers(0, legit // 2))))
+        device, address = device + 1, address + 1
+    data = HeteroData()
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    x[:, 0] += 0.3 * y
+    data["Subscriber"].x = torch.from_numpy(x)
+    data["Subscriber"].y = torch.from_numpy(np.where(rng.random(n) < 0.9, y, -1))
+    for label, rel, pairs, count in (
+        ("Device", "USES_DEVICE", devices, device),
+        ("Address", "HAS_ADDRESS", addresses, address),
+    ):
+        edge_index = torch.tensor(pairs).t()
+        users = torch.bincount(edge_index[1], minlength=count).to(torch.float32)
+        data[label].x = torch.log1p(users).unsqueeze(-1)  # as the export's subscriber counts
+        data["Subscriber", rel, label].edge_index = edge_index
+    undirected: HeteroData = ToUndirected()(data)
+    return undirected
+
+
+def random_split(y: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+    draw = torch.rand(y.numel(), generator=torch.Generator().manual_seed(seed))
+    labelled = y >= 0
+    return {
+        "train": (draw < 0.6) & labelled,
+        "val": (draw >= 0.6) & (draw < 0.8) & labelled,
+        "test": (draw >= 0.8) & labelled,
+    }
+
+
+# --- sampling -----------------------------------------------------------------------------------
+
+
+def test_neighbour_sampling_keeps_seeds_first_respects_fanout_and_real_edges() -> None:
+    data = planted()
+    seeds = torch.tensor([0, 5, 130])
+    batch = next(iter(neighbor_loader(data, "Subscriber", seeds, [1, 3], batch_size=3,
+                                      shuffle=False)))  # fmt: skip
+    assert batch["Subscriber"].batch_size == 3
+    assert batch["Subscriber"].n_id[:3].tolist() == [0, 5, 130]
+    original = {et: set(map(tuple, data[et].edge_index.t().tolist())) for et in data.edge_types}
+    for edge_type in batch.edge_types:
+        src, _, dst = edge_type
+        edge_index = batch[edge_type].edge_index
+        for s, d in edge_index.t().tolist():
+            pair = (int(batch[src].n_id[s]), int(batch[dst].n_id[d]))
+            assert pair in original[edge_type]
+    # Hop 1: at most one device and one address per seed; every seed has both.
+    to_seed = batch["Device", "rev_USES_DEVICE", "Subscriber"].edge_index
+    assert sorted(to_seed[1].tolist()) == [0, 1, 2]
+    # Hop 2: at most 3 subscribers per sampled device (a ring device has 4).
+    into_devices = batch["Subscriber", "USES_DEVICE", "Device"].edge_index[1]
+    assert int(torch.bincount(into_devices).max()) <= 3
+
+
+def test_group_split_never_puts_one_group_in_two_splits() -> None:
+    data = planted(seed=3)
+    y = data["Subscriber"].y
+    # Without the camouflage links the components are rings and households.
+    hubs = {"Address": torch.zeros(data["Address"].num_nodes, dtype=torch.bool)}
+    groups = connected_groups(data, "Subscriber", skip=hubs)
+    split = group_split(y, groups, seed=1)
+    seen: dict[int, int] = {}
+    for index, name in enumerate(("train", "val", "test")):
+        mask = getattr(split, name)
+        assert not bool((mask & (y < 0)).any())
+        for group in np.unique(groups[mask.numpy()]):
+            assert seen.setdefault(int(group), index) == index
+    covered = split.train | split.val | split.test
+    assert bool(torch.equal(covered, y >= 0))
+
+
+def test_connected_groups_ignore_skipped_hubs() -> None:
+    data = planted(legit=10, rings=2, size=3)
+    everyone = connected_groups(data, "Subscriber")
+    hubs = torch.ones(data["Address"].num_nodes, dtype=torch.bool)
+    by_device = connected_groups(data, "Subscriber", skip={"Address": hubs})
+    assert len(np.unique(by_device)) == 10 + 2  # own devices, one per ring
+    assert len(np.unique(everyone)) < len(np.unique(by_device))
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sage", "camouflage"])
+def test_training_beats_chance_on_a_planted_ring_signal(kind: str) -> None:
+    data = planted()
+    y = data["Subscriber"].y
+    task = NodeTask.of(data, target="Subscriber", **random_split(y))
+    model = train(task, fast(model=kind))
+    test = model.metrics["test"]
+    base_rate = test.fraud / test.n
+    assert test.pr_auc is not None and test.roc_auc is not None
+    assert test.pr_auc > base_rate + 0.3, (test, base_rate)
+    assert test.roc_auc > 0.8
+    assert model.history and 1 <= model.best_epoch <= len(model.history)
+    nodes = torch.arange(data["Subscriber"].num_nodes)
+    probabilities = model.probabilities(data, nodes)
+    assert probabilities.shape == (nodes.numel(),)
+    assert float(probabilities.min()) >= 0.0 and float(probabilities.max()) <= 1.0
+
+
+def test_a_homogeneous_graph_trains_too() -> None:
+    rng = np.random.default_rng(0)
+    n = 120
+    y = torch.from_numpy((np.arange(n) >= 90).astype(np.int64))
+    # Fraud nodes form a clique-ish cluster, legitimate ones a ring lattice.
+    edges = [(i, (i + 1) % 90) for i in range(90)]
+    edges += [(i, j) for i in range(90, n) for j in range(90, n) if i != j and rng.random() < 0.3]
+    edge_index = torch.tensor(edges).t()
+    edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+    data = Data(x=torch.randn(n, 4), edge_index=edge_index, y=y)
+    masks = random_split(y, seed=2)
+    task = NodeTask.of(data, train=masks["train"], val=masks["val"], test=masks["test"])
+    model = train(task, fast(fanout=[5, 5]))
+    assert model.metrics["test"].roc_auc is not None and model.metrics["test"].roc_auc > 0.8
+
+
+def test_training_refuses_a_split_without_both_classes() -> None:
+    data = planted()
+    y = data["Subscriber"].y
+    masks = random_split(y)
+    masks["val"] = masks["val"] & (y == 0)
+    with pytest.raises(ModelError, match="validation split needs labelled nodes of both"):
+        train(NodeTask.of(data, target="Subscriber", **masks), TrainConfig(epochs=1))
+
+
+def test_overlapping_masks_are_refused() -> None:
+    data = planted()
+    y = data["Subscriber"].y
+    masks = random_split(y)
+    with pytest.raises(ModelError, match="overlap"):
+        NodeTask.of(data, target="Subscriber", train=masks["train"], val=masks["train"],
+                    test=masks["test"])  # fmt: skip
+
+
+# --- calibration --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_calibration_gives_probabilities_matching_observed_rates(method: str) -> None:
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=4000) * 3
+    truth = 1 / (1 + np.exp(-(0.5 * logits - 1)))  # over-confident raw scores
+    labels = (rng.random(4000) < truth).astype(np.int64)
+    calibrator = fit_calibrator(logits, labels, method)  # type: ignore[arg-type]
+    probabilities = calibrator(np.linspace(-20, 20, 101))
+    assert float(probabilities.min()) >= 0.0 and float(probabilities.max()) <= 1.0
+    assert bool(np.all(np.diff(probabilities) >= -1e-12))  # monotone
+    # On the data: mean predicted rate within 2 points of the observed one in each half.
+    fitted = calibrator(logits)
+    for half in (logits < 0, logits >= 0):
+        assert abs(float(fitted[half].mean()) - float(labels[half].mean())) < 0.02
+    again = type(calibrator).from_dict(calibrator.to_dict())
+    assert np.allclose(again(logits), fitted)
+
+
+def test_calibration_needs_both_classes() -> None:
+    with pytest.raises(ModelError):
+        fit_calibrator(np.zeros(5), np.zeros(5, dtype=np.int64))
+
+
+# --- unsupervised fallback ----------------------------------------------------------------------
+
+
+def test_anomaly_fallback_ranks_planted_outliers_first_and_stays_below_block() -> None:
+    rng = np.random.default_rng(2)
+    data = planted(legit=200, rings=0)
+    x = rng.normal(size=(200, 6)).astype(np.float32)
+    x[:, 1] = x[:, 0] * 2 + rng.normal(size=200).astype(np.float32) * 0.05  # a correlation
+    outliers = [3, 77, 150]
+    x[outliers, 0] = 1.5
+    x[outliers, 1] = -3.0  # breaks the correlation; each value alone is ordinary
+    data["Subscriber"].x = torch.from_numpy(x)
+    model = fit_anomaly(data, "Subscriber")
+    scores = model.probabilities(data, torch.arange(200))
+    assert set(np.argsort(-scores)[:3].tolist()) == set(outliers)
+    assert float(scores.min()) == 0.0 and float(scores.max()) <= model.cap
+    assert float(np.median(scores)) == 0.0
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+
+def test_registry_round_trip_and_promotion_gate(tmp_path: Path) -> None:
+    data = planted()
+    y = data["Subscriber"].y
+    task = NodeTask.of(data, target="Subscriber", **random_split(y))
+    model = train(task, fast(epochs=5))
+    registry = ModelRegistry(tmp_path)
+    names = {nt: [f"f{i}" for i in range(int(data[nt].x.size(1)))] for nt in data.node_types}
+    first = registry.save(model, data={"subscribers": 168}, feature_names=names, graph=data,
+                          seen_labels=["a", "b"])  # fmt: skip
+    assert first.version == "v0001" and registry.seen_labels("v0001") == {"a", "b"}
+    loaded = registry.load("v0001")
+    nodes = torch.arange(20)
+    assert np.allclose(loaded.scorer.probabilities(data, nodes), model.probabilities(data, nodes))
+
+    assert registry.promoted_version() is None
+    registry.promote("v0001")
+    assert registry.promoted_version() == "v0001"
+    # A worse model (same artefact, lower stored validation PR-AUC) is refused, then forced.
+    worse = registry.save(model, data={}, feature_names=names, graph=data)
+    manifest_path = tmp_path / worse.version / "manifest.json"
+    manifest = worse.model_copy(update={"metrics": {"val": {"pr_auc": 0.01}}})
+    manifest_path.write_text(manifest.model_dump_json())
+    with pytest.raises(ModelError, match="does not beat the promoted v0001"):
+        registry.promote(worse.version)
+    assert registry.promoted_version() == "v0001"
+    forced = registry.promote(worse.version, force=True)
+    assert forced.forced and forced.previous == "v0001"
+    assert registry.promoted_version() == worse.version
+    assert [m.version for m in registry.versions()] == ["v0001", "v0002"]
+    with pytest.raises(ModelError, match="no model v0009"):
+        registry.load("v0009")
