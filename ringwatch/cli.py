@@ -25,6 +25,7 @@ from ringwatch.scoring import reasons as reason_codec
 if TYPE_CHECKING:
     from ringwatch.ingest.backfill import BackfillSummary
     from ringwatch.ingest.events import EventFamily
+    from ringwatch.models.registry import ModelRegistry
 
 app = typer.Typer(
     name="ringwatch",
@@ -948,6 +949,179 @@ def browser() -> None:
             "the guide and the style sheet are served by it: start it with 'ringwatch serve'.",
             highlight=False,
             soft_wrap=True,
+        )
+
+
+# --- GNN models -------------------------------------------------------------------------------
+
+models_app = typer.Typer(help="GNN models: list, evaluate, promote (gated), batch scoring.")
+app.add_typer(models_app, name="models")
+
+
+def _registry() -> ModelRegistry:
+    from ringwatch.models.registry import ModelRegistry
+
+    return ModelRegistry(_settings().models.dir)
+
+
+def _metric(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "-"
+
+
+@app.command()
+def train(
+    kinds: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Model kinds to train: sage, camouflage (default both)."),
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, max=1000, help="At most this many epochs.")] = 60,
+    seed: Annotated[int, typer.Option(help="Seed of the split, sampling and weights.")] = 0,
+) -> None:
+    """Train the GNNs on the live graph and store the best on validation PR-AUC (not promoted)."""
+    from ringwatch.graph.db import Neo4jRunner, create_driver
+    from ringwatch.graph.gnn_run import MODEL_KINDS, train_from_graph
+    from ringwatch.models.training import TrainConfig
+
+    with _edge():
+        settings = _settings()
+        chosen = kinds or list(MODEL_KINDS)
+        unknown = sorted(set(chosen) - set(MODEL_KINDS))
+        if unknown:
+            raise typer.BadParameter(f"unknown model kind(s): {', '.join(unknown)}")
+        with create_driver(settings.neo4j) as driver:
+            report = train_from_graph(
+                Neo4jRunner(driver, settings.neo4j.database),
+                _registry(),
+                settings.models,
+                kinds=chosen,
+                base=TrainConfig(epochs=epochs, seed=seed),
+                seed=seed,
+            )
+        manifest = report.manifest
+        data = report.export
+        out.print(
+            f"exported {data['subscribers']:,} subscribers ({data['labelled_fraud']:,} fraud, "
+            f"{data['labelled_legitimate']:,} legitimate labels) in {data['seconds']:.1f} s",
+            highlight=False,
+        )
+        if report.candidates:
+            table = Table(title="candidates (split by connected component)")
+            for column in ("model", "epochs", "val PR-AUC", "test PR-AUC", "test ROC-AUC"):
+                table.add_column(column)
+            for candidate in report.candidates:
+                metrics = candidate["metrics"]
+                table.add_row(
+                    candidate["kind"],
+                    f"{candidate['best_epoch']}/{candidate['epochs']}",
+                    _metric(metrics["val"]["pr_auc"]),
+                    _metric(metrics["test"]["pr_auc"]),
+                    _metric(metrics["test"]["roc_auc"]),
+                )
+            out.print(table)
+        out.print(
+            f"stored {manifest.version} ({manifest.kind}); promote it with "
+            f"'ringwatch models promote {manifest.version}'",
+            highlight=False,
+        )
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every stored model with its validation and test metrics; * marks the promoted one."""
+    registry = _registry()
+    promoted = registry.promoted_version()
+    table = Table(title=f"models in {registry.root}")
+    for column in ("", "version", "kind", "created", "subscribers", "val PR-AUC", "test PR-AUC"):
+        table.add_column(column)
+    for manifest in registry.versions():
+        table.add_row(
+            "*" if manifest.version == promoted else "",
+            manifest.version,
+            manifest.kind,
+            f"{manifest.created_at:%Y-%m-%d %H:%M}",
+            f"{manifest.data.get('subscribers', 0):,}",
+            _metric(manifest.metrics.get("val", {}).get("pr_auc")),
+            _metric(manifest.metrics.get("test", {}).get("pr_auc")),
+        )
+    out.print(table)
+
+
+@models_app.command("evaluate")
+def models_evaluate(version: Annotated[str, typer.Argument(help="e.g. v0003")]) -> None:
+    """Metrics of a stored model: at training time, and on today's labels (all, and unseen)."""
+    from ringwatch.graph.db import Neo4jRunner, create_driver
+    from ringwatch.graph.gnn_run import evaluate_version
+
+    with _edge():
+        settings = _settings()
+        registry = _registry()
+        manifest = registry.manifest(version)
+        with create_driver(settings.neo4j) as driver:
+            today = evaluate_version(
+                Neo4jRunner(driver, settings.neo4j.database), registry, version
+            )
+        table = Table(title=f"{version} ({manifest.kind})")
+        for column in ("set", "labelled", "fraud", "PR-AUC", "ROC-AUC", "Brier"):
+            table.add_column(column)
+        rows = [(f"{name} (training time)", m) for name, m in manifest.metrics.items()]
+        rows += [(f"{name} (today)", m) for name, m in today.items()]
+        for name, m in rows:
+            table.add_row(name, str(m.get("n", "-")), str(m.get("fraud", "-")),
+                          _metric(m.get("pr_auc")), _metric(m.get("roc_auc")),
+                          _metric(m.get("brier")))  # fmt: skip
+        out.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="e.g. v0003")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if it does not beat the promoted model.")
+    ] = False,
+) -> None:
+    """Serve a model: refused unless its validation PR-AUC beats the promoted model's."""
+    with _edge():
+        promotion = _registry().promote(version, force=force)
+        if promotion.forced:
+            err.print(
+                f"[bold yellow]warning:[/] {version} was promoted by force over "
+                f"{promotion.previous or 'nothing'} (validation PR-AUC "
+                f"{_metric(promotion.candidate_pr_auc)} vs {_metric(promotion.previous_pr_auc)})",
+                highlight=False,
+                soft_wrap=True,
+            )
+        out.print(
+            f"promoted {version} (was {promotion.previous or 'none'}); the API picks it up "
+            "within RINGWATCH_MODELS__RELOAD_CHECK_S; 'ringwatch models score' rescores everyone",
+            highlight=False,
+        )
+
+
+@models_app.command("score")
+def models_score(
+    version: Annotated[
+        str | None, typer.Option(help="Model version (default: the promoted one).")
+    ] = None,
+) -> None:
+    """Batch inference: write gnn_risk and gnn_reasons to every subscriber."""
+    from ringwatch.graph.db import Neo4jRunner, create_driver
+    from ringwatch.graph.gnn_run import score_subscribers
+
+    with _edge():
+        settings = _settings()
+        with create_driver(settings.neo4j) as driver:
+            report = score_subscribers(
+                Neo4jRunner(driver, settings.neo4j.database),
+                _registry(),
+                version=version,
+                scoring=settings.scoring,
+            )
+        out.print(
+            f"scored {report.subscribers:,} subscribers with {report.version} in "
+            f"{report.seconds:.1f} s; "
+            + ", ".join(f"{k} {v:,}" for k, v in sorted(report.by_band.items()))
+            + "; 'ringwatch analyze' merges them into the risk",
+            highlight=False,
         )
 
 

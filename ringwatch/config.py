@@ -239,6 +239,31 @@ class ScoringConfig(_Frozen):
         return self
 
 
+def _default_models_dir() -> Path:
+    return Path.home() / ".ringwatch" / "models"
+
+
+class ModelsConfig(_Frozen):
+    """Where trained GNN models live and how training and serving use them."""
+
+    dir: Path = Field(
+        default_factory=_default_models_dir,
+        description="Versioned model artefacts and the PROMOTED pointer.",
+    )
+    min_labels_per_class: int = Field(
+        default=10,
+        ge=2,
+        description="Labelled fraud and legitimate subscribers needed to train a GNN; with "
+        "fewer, `ringwatch train` fits the unsupervised anomaly fallback.",
+    )
+    live_fanout: int = Field(
+        default=25, ge=1, description="Subscribers read per identifier when scoring live."
+    )
+    reload_check_s: float = Field(
+        default=30.0, ge=0, description="How often the API looks for a newly promoted model."
+    )
+
+
 def _default_stack_home() -> Path:
     return Path.home() / ".ringwatch" / "stack"
 
@@ -290,6 +315,7 @@ class Settings(BaseSettings):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     stack: StackConfig = Field(default_factory=StackConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Self:

@@ -22,6 +22,7 @@ from ringwatch.models.exceptions import ModelError
 from ringwatch.models.registry import ModelRegistry
 from ringwatch.models.sampling import neighbor_loader
 from ringwatch.models.training import TrainConfig, train
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 
 def fast(**overrides: Any) -> TrainConfig:
@@ -262,3 +263,26 @@ def test_registry_round_trip_and_promotion_gate(tmp_path: Path) -> None:
     assert [m.version for m in registry.versions()] == ["v0001", "v0002"]
     with pytest.raises(ModelError, match="no model v0009"):
         registry.load("v0009")
+
+
+def test_cli_promotion_gate_refuses_then_forces_loudly(tmp_path: Path) -> None:
+    data = planted()
+    y = data["Subscriber"].y
+    model = train(NodeTask.of(data, target="Subscriber", **random_split(y)), fast(epochs=2))
+    registry = ModelRegistry(tmp_path)
+    names = {nt: [f"f{i}" for i in range(int(data[nt].x.size(1)))] for nt in data.node_types}
+    for score in (0.6, 0.4):
+        saved = registry.save(model, data={"subscribers": 168}, feature_names=names, graph=data)
+        manifest = saved.model_copy(update={"metrics": {"val": {"pr_auc": score}}})
+        (tmp_path / saved.version / "manifest.json").write_text(manifest.model_dump_json())
+    env = {"RINGWATCH_MODELS__DIR": str(tmp_path)}
+    assert run_cli("models", "promote", "v0001", env=env).code == 0
+    refused = run_cli("models", "promote", "v0002", env=env)
+    assert_one_line_error(refused, "v0002 does not beat the promoted v0001", "0.4000 <= 0.6000")
+    forced = run_cli("models", "promote", "v0002", "--force", env=env)
+    assert forced.code == 0, forced.stderr
+    assert "warning:" in forced.stderr and "promoted by force over v0001" in forced.stderr
+    listed = run_cli("models", "list", env=env)
+    assert listed.code == 0
+    rows = [line for line in listed.stdout.splitlines() if "v000" in line]
+    assert len(rows) == 2 and "*" in rows[1] and "*" not in rows[0]

@@ -1,0 +1,265 @@
+"""The GNN loop on the live graph: train, evaluate, and score every subscriber in batches.
+
+`train_from_graph` exports the identity graph (`gnn_export`), splits the labelled subscribers
+into train / validation / test by connected component over non-hub identifiers (a ring's
+members are all on one side, so test rings share no member with training rings), trains each
+candidate model, stores the best on validation PR-AUC in the registry (with the others' metrics
+beside it) and promotes nothing: promotion is a separate, gated step. With fewer labelled
+subscribers of either class than `ModelsConfig.min_labels_per_class` it stores the unsupervised
+anomaly fallback instead.
+
+`score_subscribers` runs a stored model over every subscriber and writes ``gnn_risk``,
+``gnn_reasons`` (one ``gnn.score`` reason naming the model and the strongest neighbour
+evidence: the subscriber sharing one of its identifiers with the highest score or a confirmed
+fraud label), ``gnn_model`` and ``gnn_scored_at``, in batches. The merged risk reads
+``gnn_risk`` the next time it is computed (`ringwatch analyze`, or `score_merged=True` here).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, LiteralString
+
+import numpy as np
+
+from ringwatch.config import ModelsConfig, ScoringConfig
+from ringwatch.graph.db import QueryRunner
+from ringwatch.graph.gnn_export import (
+    KIND_OF_RELATIONSHIP,
+    SUBSCRIBER,
+    ExportedGraph,
+    edge_types,
+    export_graph,
+    feature_names,
+    hub_masks,
+)
+from ringwatch.models.exceptions import ModelError
+from ringwatch.models.registry import Manifest, ModelRegistry
+from ringwatch.scoring import reasons as reason_codec
+from ringwatch.scoring.graph import IDENTIFIER_NAMES, masked
+from ringwatch.scoring.reasons import Reason
+
+if TYPE_CHECKING:
+    from ringwatch.models.training import TrainConfig
+
+log = logging.getLogger(__name__)
+
+WRITE_BATCH = 5_000
+MODEL_KINDS: tuple[str, ...] = ("sage", "camouflage")
+
+_WRITE_SCORES: LiteralString = """
+UNWIND $rows AS row
+MATCH (s:Subscriber {id: row.id})
+SET s.gnn_risk = row.risk, s.gnn_reasons = row.reasons, s.gnn_model = $version,
+    s.gnn_scored_at = $now
+"""
+
+
+@dataclass
+class TrainReport:
+    manifest: Manifest
+    candidates: list[dict[str, Any]]
+    export: dict[str, Any]
+    split: dict[str, dict[str, int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class ScoreReport:
+    version: str
+    subscribers: int
+    seconds: float
+    by_band: dict[str, int]
+
+
+def train_from_graph(
+    runner: QueryRunner,
+    registry: ModelRegistry,
+    config: ModelsConfig,
+    *,
+    kinds: Sequence[str] = MODEL_KINDS,
+    base: TrainConfig | None = None,
+    seed: int = 0,
+) -> TrainReport:
+    """Export, split, train each kind, store the best; see the module docstring."""
+    from ringwatch.models.anomaly import fit_anomaly
+    from ringwatch.models.data import NodeTask, connected_groups, group_split
+    from ringwatch.models.training import TrainConfig, train
+
+    started = time.perf_counter()
+    exported = export_graph(runner)
+    data = exported.data
+    y = data[SUBSCRIBER].y
+    summary = exported.summary.to_dict()
+    fraud, legitimate = int((y == 1).sum()), int((y == 0).sum())
+    if min(fraud, legitimate) < config.min_labels_per_class:
+        log.warning("%d fraud and %d legitimate labels: fitting the unsupervised fallback",
+                    fraud, legitimate)  # fmt: skip
+        fallback = fit_anomaly(data, SUBSCRIBER)
+        manifest = registry.save(fallback, data=summary, feature_names=feature_names(), graph=data)
+        return TrainReport(manifest, [], summary, seconds=time.perf_counter() - started)
+
+    groups = connected_groups(data, SUBSCRIBER, skip=hub_masks(data))
+    split = group_split(y, groups, seed=seed)
+    task = NodeTask(data, SUBSCRIBER, split)
+    base = base or TrainConfig(seed=seed)
+    trained = []
+    candidates: list[dict[str, Any]] = []
+    for kind in kinds:
+        model = train(task, base.model_copy(update={"model": kind}))
+        trained.append(model)
+        candidates.append(
+            {
+                "kind": kind,
+                "best_epoch": model.best_epoch,
+                "epochs": len(model.history),
+                "seconds": round(sum(h["seconds"] for h in model.history), 2),
+                "metrics": {k: m.to_dict() for k, m in model.metrics.items()},
+            }
+        )
+        log.info("%s: validation PR-AUC %s", kind, model.metrics["val"].pr_auc)
+    best = max(trained, key=lambda m: m.metrics["val"].pr_auc or -1.0)
+    seen = task.labelled(split.train | split.val).tolist()
+    manifest = registry.save(
+        best,
+        data={**summary, "split": split.sizes(y)},
+        feature_names=feature_names(),
+        graph=data,
+        seen_labels=[exported.subscriber_ids[i] for i in seen],
+        candidates=candidates,
+    )
+    return TrainReport(manifest, candidates, summary, split.sizes(y),
+                       time.perf_counter() - started)  # fmt: skip
+
+
+def evaluate_version(
+    runner: QueryRunner, registry: ModelRegistry, version: str
+) -> dict[str, dict[str, Any]]:
+    """Metrics of `version` on today's labelled subscribers: all of them, and those whose
+    labels it never saw in training or validation (its test split and labels added since)."""
+    from ringwatch.models.training import metrics_of
+
+    loaded = registry.load(version)
+    exported = export_graph(runner)
+    import torch
+
+    y = exported.data[SUBSCRIBER].y
+    labelled = torch.nonzero(y >= 0).flatten()
+    scores = loaded.scorer.probabilities(exported.data, labelled)
+    labels = y[labelled].numpy()
+    seen = registry.seen_labels(version)
+    unseen = np.array([exported.subscriber_ids[i] not in seen for i in labelled.tolist()], bool)
+    return {
+        "all labelled": metrics_of(scores, labels).to_dict(),
+        "unseen labels": metrics_of(scores[unseen], labels[unseen]).to_dict(),
+    }
+
+
+def strongest_neighbours(
+    exported: ExportedGraph, scores: np.ndarray
+) -> list[tuple[int, str, int, float] | None]:
+    """Per subscriber: (neighbour, relationship, identifier index, evidence) of the other
+    subscriber with the strongest evidence sharing one of its non-hub identifiers, or None.
+    Evidence is the neighbour's score, or 1 for a confirmed fraud label."""
+    data = exported.data
+    evidence = np.maximum(scores, (data[SUBSCRIBER].y.numpy() == 1).astype(np.float64))
+    best: list[tuple[int, str, int, float] | None] = [None] * len(scores)
+    best_value = np.full(len(scores), -1.0)
+    for src, rel, dst in edge_types():
+        edge_index = data[src, rel, dst].edge_index.numpy()
+        keep = ~data[dst].hub.numpy()[edge_index[1]]
+        subs, idents = edge_index[0][keep], edge_index[1][keep]
+        if subs.size == 0:
+            continue
+        # Per identifier its two strongest users: a subscriber's best other is the first unless
+        # that is itself.
+        order = np.lexsort((-evidence[subs], idents))
+        subs, idents = subs[order], idents[order]
+        first = np.ones(subs.size, dtype=bool)
+        first[1:] = idents[1:] != idents[:-1]
+        starts = np.flatnonzero(first)
+        top_of = dict(zip(idents[starts].tolist(), subs[starts].tolist(), strict=True))
+        second = starts + 1
+        second = second[(second < subs.size) & (~first[np.minimum(second, subs.size - 1)])]
+        runner_up = dict(zip(idents[second].tolist(), subs[second].tolist(), strict=True))
+        for sub, ident in zip(subs.tolist(), idents.tolist(), strict=True):
+            other = top_of[ident] if top_of[ident] != sub else runner_up.get(ident)
+            if other is None:
+                continue
+            value = float(evidence[other])
+            if value > best_value[sub]:
+                best_value[sub] = value
+                best[sub] = (other, rel, ident, value)
+    return best
+
+
+def gnn_reason(
+    manifest: Manifest,
+    risk: float,
+    neighbour: tuple[str, str, str, float, bool] | None,
+) -> Reason:
+    """The one reason of a GNN score: model, probability, strongest neighbour evidence."""
+    what = "anomaly score" if manifest.kind == "anomaly" else "fraud probability"
+    text = f"GNN {manifest.version} ({manifest.kind}): {what} {risk:.2f}"
+    evidence: dict[str, Any] = {"model": manifest.version, "kind": manifest.kind}
+    if neighbour is not None:
+        other, rel, ident, value, fraud = neighbour
+        kind = KIND_OF_RELATIONSHIP.get(rel)
+        name = IDENTIFIER_NAMES.get(rel, kind.value if kind else rel)
+        status = "confirmed fraud" if fraud else f"GNN {value:.2f}"
+        text += f"; strongest neighbour: {other} ({status}) shares {name} {masked(ident)}"
+        evidence.update(neighbour=other, neighbour_score=round(value, 4), via=rel,
+                        identifier=masked(ident), neighbour_fraud=fraud)  # fmt: skip
+    return Reason("gnn.score", text, round(risk, 4), evidence)
+
+
+def score_subscribers(
+    runner: QueryRunner,
+    registry: ModelRegistry,
+    *,
+    version: str | None = None,
+    scoring: ScoringConfig | None = None,
+    now: datetime | None = None,
+) -> ScoreReport:
+    """Score every subscriber with `version` (default: the promoted one) and write it back."""
+    import torch
+
+    from ringwatch.scoring.risk import priority
+
+    version = version or registry.promoted_version()
+    if version is None:
+        raise ModelError("no model is promoted: train one, then `ringwatch models promote`")
+    started = time.perf_counter()
+    loaded = registry.load(version)
+    exported = export_graph(runner)
+    count = len(exported.subscriber_ids)
+    scores = loaded.scorer.probabilities(exported.data, torch.arange(count))
+    neighbours = strongest_neighbours(exported, scores)
+    labels = exported.data[SUBSCRIBER].y.numpy()
+    label_of_relationship = {rel: dst for _, rel, dst in edge_types()}
+    now = now or datetime.now(UTC)
+    config = scoring or ScoringConfig()
+    by_band: dict[str, int] = {}
+    rows: list[dict[str, Any]] = []
+    for index, sid in enumerate(exported.subscriber_ids):
+        risk = float(scores[index])
+        found = neighbours[index]
+        named = None
+        if found is not None:
+            other, rel, ident, value = found
+            ident_id = exported.identifier_ids[label_of_relationship[rel]][ident]
+            named = (exported.subscriber_ids[other], rel, ident_id, value, bool(labels[other] == 1))
+        reason = gnn_reason(loaded.manifest, risk, named)
+        band = priority(risk, config).value
+        by_band[band] = by_band.get(band, 0) + 1
+        rows.append({"id": sid, "risk": risk, "reasons": reason_codec.dumps([reason])})
+        if len(rows) >= WRITE_BATCH:
+            runner.write(_WRITE_SCORES, {"rows": rows, "version": version, "now": now})
+            rows = []
+    if rows:
+        runner.write(_WRITE_SCORES, {"rows": rows, "version": version, "now": now})
+    return ScoreReport(version, count, time.perf_counter() - started, by_band)
