@@ -79,6 +79,12 @@ class AnomalyModel:
         rank = np.interp(errors, self.quantiles, levels)
         return np.asarray(np.clip((rank - self.start) / (1.0 - self.start), 0.0, 1.0) * self.cap)
 
+    def score_subgraph(self, subgraph: HeteroData, node: int) -> float:
+        """The score of one node of a sampled neighbourhood (live scoring)."""
+        import torch
+
+        return float(self.probabilities(subgraph, torch.tensor([node]))[0])
+
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "standardizer": self.standardizer.to_dict(),
                 "mean": self.mean, "components": self.components, "quantiles": self.quantiles,

@@ -77,6 +77,8 @@ class Scorer(Protocol):
 
     def probabilities(self, data: HeteroData, nodes: Tensor) -> np.ndarray: ...
 
+    def score_subgraph(self, subgraph: HeteroData, node: int) -> float: ...
+
 
 @dataclass
 class LoadedModel:

@@ -95,6 +95,16 @@ class TrainedModel:
         data = self.standardizer.apply(task_data)
         return self.calibrator(predict_logits(self.net, data, self.target, nodes, self.config))
 
+    @torch.no_grad()
+    def score_subgraph(self, subgraph: Any, node: int) -> float:
+        """Calibrated probability of one node of an already sampled neighbourhood (live
+        scoring): one forward pass over the whole subgraph, no further sampling."""
+        self.net.eval()
+        data = self.standardizer.apply(subgraph)
+        with torch_threads(self.config.threads):
+            logits, _ = self.net(data.x_dict, data.edge_index_dict)
+        return float(self.calibrator(np.array([float(logits[node])]))[0])
+
 
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:

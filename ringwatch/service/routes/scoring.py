@@ -11,6 +11,12 @@ A transaction is scored with the subscriber's real-time usage evidence of the 24
 charges over the daily limit with it, a device or IP the subscriber never used, impossible
 travel from its last located transaction. That usage risk is merged with the stored graph and
 GNN risk by the label-free rule merge.
+
+When a GNN is promoted (`ringwatch models promote`), both are also scored by it inductively
+from their neighbourhood in the graph, without retraining (`ringwatch.graph.gnn_live`): the
+signup's risk and the transaction's become the noisy-OR with that `gnn` component, and its
+reason names the model and the strongest neighbour. The model is loaded once per process, on
+the first request after a promotion; with none promoted PyTorch is never imported.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from ringwatch.config import ScoringConfig
 from ringwatch.graph.analytics import identifier_weights
+from ringwatch.graph.gnn_live import score_prospect, score_subscriber
 from ringwatch.graph.usage_scores import usage_features_for
 from ringwatch.graph.writer import IDENTIFIER_SCHEMA
 from ringwatch.ingest.events import (
@@ -156,6 +163,9 @@ class SignupScore(BaseModel):
     risk: float
     priority: str
     decision: str
+    components: dict[str, float] = Field(
+        description="graph, and gnn when a model is promoted (scored from the neighbourhood)."
+    )
     reasons: list[ReasonOut]
     identifiers: int = Field(description="Distinct identifiers checked (after normalisation).")
     matched: list[MatchedIdentifier] = Field(description="Those already in the graph.")
@@ -315,17 +325,24 @@ def score_signup(body: SignupIn, graph: Graph, settings: AppSettings, _: ReadKey
     kinds = [kind for kind in IdentifierKind if ids.get(kind.value)]
     rows = graph.read(_signup_lookup(kinds), {**ids, "max_users": MAX_USERS_PER_IDENTIFIER})
     created_at = body.created_at or datetime.now(UTC)
-    risk, reasons, matched = score_signup_evidence(
+    graph_risk, reasons, matched = score_signup_evidence(
         links,
         rows[0]["found"] if rows else [],
         rows[0]["rings"] if rows else [],
         created_at=created_at,
         config=settings.scoring,
     )
+    components = {"graph": graph_risk}
+    gnn = score_prospect(graph, links, settings.models, created_at)
+    if gnn is not None:
+        components["gnn"] = gnn.risk
+        reasons = ranked([*reasons, gnn.reason])
+    risk = rule_merge(components)
     return SignupScore(
         risk=risk,
         priority=priority(risk, settings.scoring).value,
         decision=decision(risk, settings.scoring).value,
+        components=components,
         reasons=[ReasonOut(**reason.to_dict()) for reason in reasons],
         identifiers=len(links),
         matched=matched,
@@ -536,11 +553,12 @@ def score_transaction(
             usage_reasons = [r for r in usage_reasons if r.code != reason.code] + [reason]
     usage_risk = noisy_or(list(components.values()))
     graph_risk = float(facts["graph_risk"] or 0.0)
-    gnn_risk = float(facts["gnn_risk"] or 0.0)
+    # The promoted model scores the subscriber now; without one, the stored batch score stands.
+    live = score_subscriber(graph, body.subscriber_id, settings.models, ts)
+    gnn_risk = live.risk if live is not None else float(facts["gnn_risk"] or 0.0)
+    gnn_reasons = [live.reason] if live is not None else reason_codec.loads(facts["gnn_reasons"])
     reasons = merged_reasons(
-        ranked(usage_reasons),
-        reason_codec.loads(facts["graph_reasons"]),
-        reason_codec.loads(facts["gnn_reasons"]),
+        ranked(usage_reasons), reason_codec.loads(facts["graph_reasons"]), gnn_reasons
     )
     risk = rule_merge({"usage": usage_risk, "graph": graph_risk, "gnn": gnn_risk})
     risk = apply_label(risk, facts["label"], reasons)
