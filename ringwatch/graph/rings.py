@@ -344,6 +344,10 @@ CALL (s) {
 RETURN sid, own.id AS ring, neighbours
 """
 
+_LIVE_LOCK: LiteralString = """
+MERGE (lock:Sequence {id: 'live-rings'}) SET lock.held_at = timestamp()
+"""
+
 _RING_SIZES: LiteralString = """
 UNWIND $ids AS id MATCH (r:Ring {id: id}) RETURN r.id AS id, r.size AS size
 """
@@ -379,6 +383,10 @@ class LiveRingTracker:
         frontier = sorted(set(subscriber_ids))
         if not frontier:
             return []
+        # One live ring update at a time across all ingest workers: without it two workers could
+        # each see the other's ring as absent and put one subscriber in two rings. Holding the
+        # lock also makes the reads below see every ring change committed before it.
+        tx.run(_LIVE_LOCK)
         parent: dict[str, str] = {}
 
         def find(node: str) -> str:
