@@ -1102,27 +1102,38 @@ def models_score(
     version: Annotated[
         str | None, typer.Option(help="Model version (default: the promoted one).")
     ] = None,
+    merge: Annotated[
+        bool, typer.Option(help="Recompute the merged risk (and its alerts) afterwards.")
+    ] = True,
 ) -> None:
-    """Batch inference: write gnn_risk and gnn_reasons to every subscriber."""
+    """Batch inference: write gnn_risk and gnn_reasons to every subscriber, then merge."""
+    from ringwatch.graph.analyze import data_time
     from ringwatch.graph.db import Neo4jRunner, create_driver
     from ringwatch.graph.gnn_run import score_subscribers
+    from ringwatch.graph.scoring_run import score_all
 
     with _edge():
         settings = _settings()
         with create_driver(settings.neo4j) as driver:
+            runner = Neo4jRunner(driver, settings.neo4j.database)
             report = score_subscribers(
-                Neo4jRunner(driver, settings.neo4j.database),
-                _registry(),
-                version=version,
-                scoring=settings.scoring,
+                runner, _registry(), version=version, scoring=settings.scoring
             )
-        out.print(
-            f"scored {report.subscribers:,} subscribers with {report.version} in "
-            f"{report.seconds:.1f} s; "
-            + ", ".join(f"{k} {v:,}" for k, v in sorted(report.by_band.items()))
-            + "; 'ringwatch analyze' merges them into the risk",
-            highlight=False,
-        )
+            out.print(
+                f"scored {report.subscribers:,} subscribers with {report.version} in "
+                f"{report.seconds:.1f} s (GNN bands: "
+                + ", ".join(f"{k} {v:,}" for k, v in sorted(report.by_band.items()))
+                + ")",
+                highlight=False,
+            )
+            if merge:
+                merged = score_all(runner, settings.scoring, as_of=data_time(runner))
+                out.print(
+                    f"merged risk of {merged.subscribers:,} subscribers with {merged.model}: "
+                    + ", ".join(f"{k} {v:,}" for k, v in sorted(merged.by_priority.items()))
+                    + f"; {merged.alerts_raised:,} new alerts",
+                    highlight=False,
+                )
 
 
 def main() -> None:  # pragma: no cover - console entry point

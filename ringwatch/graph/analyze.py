@@ -3,8 +3,9 @@
 1. GDS pipeline (components, similarity, communities, centrality, fraud proximity, embeddings);
 2. ring reconciliation (stable ids, lineage);
 3. usage/velocity scores;
-4. ring, graph and merged risk with reasons, and alert candidates;
-5. ring lineage and new alerts published from the graph outbox to Kafka.
+4. GNN scores, when a model is promoted (`ringwatch models promote`);
+5. ring, graph and merged risk with reasons, and alert candidates;
+6. ring lineage and new alerts published from the graph outbox to Kafka.
 
 Each step is timed; the report says what was found.
 """
@@ -23,6 +24,7 @@ from neo4j import Driver
 from ringwatch.config import Settings
 from ringwatch.graph.analytics import PipelineOptions, PipelineReport, StepTiming, run_pipeline
 from ringwatch.graph.db import Neo4jRunner, QueryRunner
+from ringwatch.graph.gnn_run import score_if_promoted
 from ringwatch.graph.rings import ReconcileSummary, reconcile_rings
 from ringwatch.graph.scoring_run import ScoringSummary, score_all
 from ringwatch.graph.usage_scores import newest_transaction_time, score_all_usage
@@ -105,6 +107,11 @@ def analyze(
     started = time.perf_counter()
     usage = score_all_usage(runner, config, as_of=as_of, lookback_days=lookback_days)
     timed("usage scores", started)
+
+    started = time.perf_counter()
+    gnn = score_if_promoted(runner, settings.models, config)
+    if gnn is not None:
+        timed("GNN scores", started, version=gnn.version, subscribers=gnn.subscribers)
 
     started = time.perf_counter()
     scoring = score_all(runner, config, as_of=as_of)

@@ -12,7 +12,8 @@ anomaly fallback instead.
 ``gnn_reasons`` (one ``gnn.score`` reason naming the model and the strongest neighbour
 evidence: the subscriber sharing one of its identifiers with the highest score or a confirmed
 fraud label), ``gnn_model`` and ``gnn_scored_at``, in batches. The merged risk reads
-``gnn_risk`` the next time it is computed (`ringwatch analyze`, or `score_merged=True` here).
+``gnn_risk`` the next time it is computed: `ringwatch analyze` rescores with the promoted model
+just before it (`score_if_promoted`), and `ringwatch models score` recomputes it afterwards.
 """
 
 from __future__ import annotations
@@ -215,6 +216,21 @@ def gnn_reason(
         evidence.update(neighbour=other, neighbour_score=round(value, 4), via=rel,
                         identifier=masked(ident), neighbour_fraud=fraud)  # fmt: skip
     return Reason("gnn.score", text, round(risk, 4), evidence)
+
+
+def score_if_promoted(
+    runner: QueryRunner, config: ModelsConfig, scoring: ScoringConfig
+) -> ScoreReport | None:
+    """Batch GNN scores with the promoted model, or None when nothing is promoted (or the gnn
+    extra is missing: then the stored scores stay and the log says why)."""
+    registry = ModelRegistry(config.dir)
+    if registry.promoted_version() is None:
+        return None
+    try:
+        return score_subscribers(runner, registry, scoring=scoring)
+    except ImportError as exc:
+        log.warning("a GNN is promoted but cannot run here (%s): keeping stored scores", exc)
+        return None
 
 
 def score_subscribers(

@@ -55,7 +55,8 @@ def _facts_query(pattern: str) -> LiteralString:
         "WITH s ORDER BY s.id LIMIT $limit\n"
         "RETURN s.id AS id, s.created_at AS created_at, s.label AS label,\n"
         "  s.ring_id AS ring_id, s.usage_risk AS usage_risk, s.usage_reasons AS usage_reasons,\n"
-        "  s.gnn_risk AS gnn_risk, s.similarity_degree AS similarity_degree,\n"
+        "  s.gnn_risk AS gnn_risk, s.gnn_reasons AS gnn_reasons,\n"
+        "  s.similarity_degree AS similarity_degree,\n"
         "  s.pagerank AS pagerank, s.fraud_proximity AS fraud_proximity,\n"
         f"  [(s)-[r:{pattern}]->(i) WHERE NOT coalesce(i.hub, false) AND i.subscribers > 1\n"
         "     | [type(r), i.id, i.subscribers]] AS shared,\n"
@@ -128,7 +129,11 @@ def read_facts(
                 labelled_fraud_neighbours=int(row["near_fraud"]),
                 usage_risk=float(row["usage_risk"] or 0.0),
             )
-            extra = {"usage_reasons": row["usage_reasons"], "gnn_risk": row["gnn_risk"]}
+            extra = {
+                "usage_reasons": row["usage_reasons"],
+                "gnn_risk": row["gnn_risk"],
+                "gnn_reasons": row["gnn_reasons"],
+            }
             yield facts, extra
         after = rows[-1]["id"]
 
@@ -225,7 +230,9 @@ def score_all(
     for index, (facts, extra) in enumerate(everyone):
         graph = graph_scores[index]
         gnn = float(extra["gnn_risk"]) if extra["gnn_risk"] is not None else 0.0
-        reasons = merged_reasons(usage_reasons[index], graph.reasons)
+        reasons = merged_reasons(
+            usage_reasons[index], graph.reasons, reason_codec.loads(extra["gnn_reasons"])
+        )
         if stacked is not None and model is not None:
             risk = float(stacked[index])
             reasons.append(model.reason(risk))

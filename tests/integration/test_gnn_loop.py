@@ -9,12 +9,14 @@ import pytest
 
 pytest.importorskip("torch_geometric", reason="the gnn extra is not installed")
 
-from ringwatch.config import ModelsConfig
+from ringwatch.config import ModelsConfig, ScoringConfig
 from ringwatch.graph.db import Neo4jRunner
-from ringwatch.graph.gnn_run import score_subscribers, train_from_graph
+from ringwatch.graph.gnn_run import evaluate_version, score_subscribers, train_from_graph
+from ringwatch.graph.scoring_run import score_all
 from ringwatch.models.exceptions import ModelError
 from ringwatch.models.registry import ModelRegistry
 from ringwatch.scoring import reasons as reason_codec
+from tests.factories import T0
 from tests.integration.conftest import Api
 from tests.integration.gnn_helpers import QUICK, RINGS, write_labelled_graph
 
@@ -45,6 +47,11 @@ def test_promotion_gate_refuses_a_model_that_is_no_better(
     for ring in range(RINGS):
         members = {f"f{ring}-{m}" for m in range(3)}
         assert members <= seen or not (members & seen)
+    # Evaluated on today's labels: all 27, and the test split's, which training never saw.
+    today = evaluate_version(labelled_graph, registry, "v0001")
+    assert today["all labelled"]["n"] == RINGS * 3 + 12
+    assert today["unseen labels"]["n"] == split["test"]["labelled"]
+    assert today["unseen labels"]["pr_auc"] == pytest.approx(manifest.metrics["test"]["pr_auc"])
     registry.promote("v0001")
 
     # The same data, seed and settings train the same model: not better, so refused.
@@ -85,6 +92,14 @@ def test_batch_inference_writes_scores_the_api_returns(
     reason = reason_codec.loads(stored["u2"]["reasons"])[0]
     assert reason.code == "gnn.score" and reason.evidence["model"] == version
     assert reason.evidence["neighbour"].startswith("f0-") and reason.evidence["neighbour_fraud"]
+
+    # The merged risk takes the GNN as a component (rule merge: too few labels for stacking).
+    score_all(labelled_graph, ScoringConfig(), as_of=T0)
+    merged = labelled_graph.read(
+        "MATCH (s:Subscriber {id: 'u2'}) RETURN s.risk AS risk, s.risk_reason_codes AS codes"
+    )[0]
+    assert merged["risk"] >= stored["u2"]["risk"] - 1e-9
+    assert "gnn.score" in merged["codes"]
 
     response = api.client.get("/v1/subscribers/u2", headers=api.headers())
     assert response.status_code == 200, response.text
