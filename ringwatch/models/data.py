@@ -10,7 +10,7 @@ has members in two splits).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -180,6 +180,9 @@ class Standardizer:
 
     mean: dict[str, list[float]]
     std: dict[str, list[float]]
+    _tensors: dict[str, tuple[Tensor, Tensor]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def fit(cls, data: HeteroData) -> Standardizer:
@@ -195,10 +198,13 @@ class Standardizer:
         """A shallow copy of `data` with standardised features."""
         out = copy.copy(data)
         for node_type in data.node_types:
-            x = data[node_type].x.to(torch.float32)
-            mean = torch.tensor(self.mean[node_type], dtype=torch.float32)
-            std = torch.tensor(self.std[node_type], dtype=torch.float32)
-            out[node_type].x = (x - mean) / std
+            if node_type not in self._tensors:
+                self._tensors[node_type] = (
+                    torch.tensor(self.mean[node_type], dtype=torch.float32),
+                    torch.tensor(self.std[node_type], dtype=torch.float32),
+                )
+            mean, std = self._tensors[node_type]
+            out[node_type].x = (data[node_type].x.to(torch.float32) - mean) / std
         return out
 
     def to_dict(self) -> dict[str, dict[str, list[float]]]:

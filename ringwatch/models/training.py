@@ -95,14 +95,16 @@ class TrainedModel:
         data = self.standardizer.apply(task_data)
         return self.calibrator(predict_logits(self.net, data, self.target, nodes, self.config))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def score_subgraph(self, subgraph: Any, node: int) -> float:
         """Calibrated probability of one node of an already sampled neighbourhood (live
-        scoring): one forward pass over the whole subgraph, no further sampling."""
-        self.net.eval()
+        scoring): one forward pass over the whole subgraph, no further sampling. The network
+        must be in eval mode (`ModelRegistry.load` leaves it so)."""
         data = self.standardizer.apply(subgraph)
+        # Edge types without edges in this neighbourhood cost a call each and add nothing.
+        edges = {et: ei for et, ei in data.edge_index_dict.items() if ei.numel()}
         with torch_threads(self.config.threads):
-            logits, _ = self.net(data.x_dict, data.edge_index_dict)
+            logits, _ = self.net(data.x_dict, edges)
         return float(self.calibrator(np.array([float(logits[node])]))[0])
 
 

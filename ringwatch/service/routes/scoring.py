@@ -81,7 +81,7 @@ router = APIRouter(prefix="/v1/score", tags=["scoring"])
 MAX_USERS_PER_IDENTIFIER = 200
 # How far back the last located transaction is looked for (impossible travel).
 TRAVEL_LOOKBEHIND = timedelta(days=7)
-# Reads a transaction score makes beside the request's own thread.
+# Reads a score makes beside the request's own thread (usage evidence, the GNN's neighbourhood).
 _READS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="score-read")
 
 
@@ -323,8 +323,10 @@ def score_signup(body: SignupIn, graph: Graph, settings: AppSettings, _: ReadKey
     for link in links:
         ids[link.kind.value].append(link.id)
     kinds = [kind for kind in IdentifierKind if ids.get(kind.value)]
-    rows = graph.read(_signup_lookup(kinds), {**ids, "max_users": MAX_USERS_PER_IDENTIFIER})
     created_at = body.created_at or datetime.now(UTC)
+    # The GNN's neighbourhood read (when a model is promoted) runs beside the evidence read.
+    gnn_read = _READS.submit(score_prospect, graph, links, settings.models, created_at)
+    rows = graph.read(_signup_lookup(kinds), {**ids, "max_users": MAX_USERS_PER_IDENTIFIER})
     graph_risk, reasons, matched = score_signup_evidence(
         links,
         rows[0]["found"] if rows else [],
@@ -333,7 +335,7 @@ def score_signup(body: SignupIn, graph: Graph, settings: AppSettings, _: ReadKey
         config=settings.scoring,
     )
     components = {"graph": graph_risk}
-    gnn = score_prospect(graph, links, settings.models, created_at)
+    gnn = gnn_read.result()
     if gnn is not None:
         components["gnn"] = gnn.risk
         reasons = ranked([*reasons, gnn.reason])
@@ -534,6 +536,7 @@ def score_transaction(
     ts = (body.ts or datetime.now(UTC)).astimezone(UTC)
     # The usage evidence (three reads) and the facts (one) are independent: read both at once.
     usage_read = _READS.submit(usage_features_for, graph, body.subscriber_id, config, ts)
+    gnn_read = _READS.submit(score_subscriber, graph, body.subscriber_id, settings.models, ts)
     rows = graph.read(
         _TRANSACTION_FACTS,
         {"sid": body.subscriber_id, "device": device, "ip": ip, "ts": ts,
@@ -554,7 +557,7 @@ def score_transaction(
     usage_risk = noisy_or(list(components.values()))
     graph_risk = float(facts["graph_risk"] or 0.0)
     # The promoted model scores the subscriber now; without one, the stored batch score stands.
-    live = score_subscriber(graph, body.subscriber_id, settings.models, ts)
+    live = gnn_read.result()
     gnn_risk = live.risk if live is not None else float(facts["gnn_risk"] or 0.0)
     gnn_reasons = [live.reason] if live is not None else reason_codec.loads(facts["gnn_reasons"])
     reasons = merged_reasons(
