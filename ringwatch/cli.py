@@ -976,10 +976,23 @@ def train(
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, max=1000, help="At most this many epochs.")] = 60,
     seed: Annotated[int, typer.Option(help="Seed of the split, sampling and weights.")] = 0,
+    min_new_labels: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Train only if at least this many subscribers were labelled since the promoted "
+            "model's snapshot (for a schedule: cron runs it, it trains when labels came in).",
+        ),
+    ] = 0,
+    promote: Annotated[
+        bool, typer.Option(help="Promote the new model if it passes the promotion gate.")
+    ] = False,
 ) -> None:
-    """Train the GNNs on the live graph and store the best on validation PR-AUC (not promoted)."""
+    """Train the GNNs on the live graph and store the best on validation PR-AUC (not promoted
+    unless --promote and it beats the promoted model)."""
     from ringwatch.graph.db import Neo4jRunner, create_driver
-    from ringwatch.graph.gnn_run import MODEL_KINDS, train_from_graph
+    from ringwatch.graph.gnn_run import MODEL_KINDS, new_labels, train_from_graph
+    from ringwatch.models.exceptions import ModelError
     from ringwatch.models.training import TrainConfig
 
     with _edge():
@@ -988,10 +1001,21 @@ def train(
         unknown = sorted(set(chosen) - set(MODEL_KINDS))
         if unknown:
             raise typer.BadParameter(f"unknown model kind(s): {', '.join(unknown)}")
+        registry = _registry()
         with create_driver(settings.neo4j) as driver:
+            runner = Neo4jRunner(driver, settings.neo4j.database)
+            if min_new_labels:
+                added = new_labels(runner, registry)
+                if added is not None and added < min_new_labels:
+                    out.print(
+                        f"{added} new labels since the last model (need {min_new_labels}): "
+                        "not training",
+                        highlight=False,
+                    )
+                    return
             report = train_from_graph(
-                Neo4jRunner(driver, settings.neo4j.database),
-                _registry(),
+                runner,
+                registry,
                 settings.models,
                 kinds=chosen,
                 base=TrainConfig(epochs=epochs, seed=seed),
@@ -1018,9 +1042,20 @@ def train(
                     _metric(metrics["test"]["roc_auc"]),
                 )
             out.print(table)
+        if not promote:
+            out.print(
+                f"stored {manifest.version} ({manifest.kind}); promote it with "
+                f"'ringwatch models promote {manifest.version}'",
+                highlight=False,
+            )
+            return
+        try:
+            promotion = registry.promote(manifest.version)
+        except ModelError as exc:
+            out.print(f"stored {manifest.version}, not promoted: {exc}", highlight=False)
+            return
         out.print(
-            f"stored {manifest.version} ({manifest.kind}); promote it with "
-            f"'ringwatch models promote {manifest.version}'",
+            f"stored and promoted {manifest.version} (was {promotion.previous or 'none'})",
             highlight=False,
         )
 

@@ -137,6 +137,26 @@ def train_from_graph(
                        time.perf_counter() - started)  # fmt: skip
 
 
+_LABEL_COUNT: LiteralString = """
+MATCH (s:Subscriber) WHERE s.label IN ['fraud', 'legitimate']
+RETURN count(s) AS labelled
+"""
+
+
+def new_labels(runner: QueryRunner, registry: ModelRegistry) -> int | None:
+    """Labelled subscribers now, minus those in the snapshot of the promoted model (or of the
+    newest one when none is promoted); None when there is no model yet."""
+    version = registry.promoted_version()
+    if version is None:
+        stored = registry.versions()
+        if not stored:
+            return None
+        version = stored[-1].version
+    data = registry.manifest(version).data
+    before = int(data.get("labelled_fraud", 0)) + int(data.get("labelled_legitimate", 0))
+    return int(runner.read(_LABEL_COUNT)[0]["labelled"]) - before
+
+
 def evaluate_version(
     runner: QueryRunner, registry: ModelRegistry, version: str
 ) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,12 @@ pytest.importorskip("torch_geometric", reason="the gnn extra is not installed")
 
 from ringwatch.config import ModelsConfig, ScoringConfig
 from ringwatch.graph.db import Neo4jRunner
-from ringwatch.graph.gnn_run import evaluate_version, score_subscribers, train_from_graph
+from ringwatch.graph.gnn_run import (
+    evaluate_version,
+    new_labels,
+    score_subscribers,
+    train_from_graph,
+)
 from ringwatch.graph.scoring_run import score_all
 from ringwatch.models.exceptions import ModelError
 from ringwatch.models.registry import ModelRegistry
@@ -53,6 +58,10 @@ def test_promotion_gate_refuses_a_model_that_is_no_better(
     assert today["unseen labels"]["n"] == split["test"]["labelled"]
     assert today["unseen labels"]["pr_auc"] == pytest.approx(manifest.metrics["test"]["pr_auc"])
     registry.promote("v0001")
+    assert new_labels(labelled_graph, registry) == 0
+    labelled_graph.write("MATCH (s:Subscriber {id: 'u1'}) SET s.label = 'legitimate'")
+    assert new_labels(labelled_graph, registry) == 1
+    labelled_graph.write("MATCH (s:Subscriber {id: 'u1'}) REMOVE s.label")
 
     # The same data, seed and settings train the same model: not better, so refused.
     again = train_from_graph(labelled_graph, registry, models_config, kinds=["sage"], base=QUICK)
