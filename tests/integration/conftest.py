@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from graphdatascience import GraphDataScience
 from neo4j import Driver
 
-from ringwatch.config import KafkaConfig, Neo4jConfig, Settings, StackConfig
+from ringwatch.config import KafkaConfig, ModelsConfig, Neo4jConfig, Settings, StackConfig
 from ringwatch.graph.db import Neo4jRunner, create_driver
 from ringwatch.stack import manager
 from ringwatch.stack.exceptions import StackError
@@ -81,6 +81,8 @@ def settings(stack: StackConfig) -> Settings:
         neo4j=Neo4jConfig(uri=stack.neo4j_bolt_uri),
         kafka=KafkaConfig(bootstrap_servers=stack.kafka_bootstrap),
         stack=stack,
+        # A model promoted in a developer's ~/.ringwatch/models must not change API answers.
+        models=ModelsConfig(dir=stack.home / "models"),
     )
 
 

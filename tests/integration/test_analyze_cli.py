@@ -30,6 +30,7 @@ def test_analyze_finds_ranks_and_publishes_rings(
         "RINGWATCH_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "RINGWATCH_KAFKA__TOPIC_RINGS": rings_topic,
         "RINGWATCH_KAFKA__TOPIC_ALERTS": f"alerts-{rings_topic}",
+        "RINGWATCH_MODELS__DIR": str(settings.models.dir),  # no model promoted there
     }
 
     first = run_cli("analyze", "--top", "5", env=env, timeout=600)
