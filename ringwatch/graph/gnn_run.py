@@ -106,6 +106,17 @@ def train_from_graph(
 
     groups = connected_groups(data, SUBSCRIBER, skip=hub_masks(data))
     split = group_split(y, groups, seed=seed)
+    for name, mask in (("training", split.train), ("validation", split.val)):
+        classes = set(y[mask].tolist())
+        if classes != {0, 1}:
+            labelled_groups = groups[(y >= 0).numpy()]
+            largest = int(np.bincount(np.unique(labelled_groups, return_inverse=True)[1]).max())
+            raise ModelError(
+                f"the {name} split has no labelled {'fraud' if 1 not in classes else 'legitimate'}"
+                f" subscriber: {fraud} fraud and {legitimate} legitimate labels fall into "
+                f"{len(np.unique(labelled_groups))} connected components (the largest holds "
+                f"{largest}), too few to hold whole rings out; label more subscribers"
+            )
     task = NodeTask(data, SUBSCRIBER, split)
     base = base or TrainConfig(seed=seed)
     trained = []

@@ -3,6 +3,7 @@ registry. Seconds on a laptop; no servers."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ import torch
 from torch_geometric.data import Data, HeteroData
 from torch_geometric.transforms import ToUndirected
 
+from ringwatch.config import ModelsConfig
+from ringwatch.graph.gnn_export import export_graph
+from ringwatch.graph.gnn_run import train_from_graph
 from ringwatch.models.anomaly import fit_anomaly
 from ringwatch.models.calibration import fit_calibrator
 from ringwatch.models.data import NodeTask, connected_groups, group_split
@@ -23,6 +27,7 @@ from ringwatch.models.registry import ModelRegistry
 from ringwatch.models.sampling import neighbor_loader
 from ringwatch.models.training import TrainConfig, train
 from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.unit.fakes import RecordingRunner
 
 
 def fast(**overrides: Any) -> TrainConfig:
@@ -286,3 +291,44 @@ def test_cli_promotion_gate_refuses_then_forces_loudly(tmp_path: Path) -> None:
     assert listed.code == 0
     rows = [line for line in listed.stdout.splitlines() if "v000" in line]
     assert len(rows) == 2 and "*" in rows[1] and "*" not in rows[0]
+
+
+def _rows(n: int, fraud: int, legit: int, shared: bool) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(n):
+        label = "fraud" if i < fraud else "legitimate" if i < fraud + legit else None
+        email = "shared@example.org" if shared else f"s{i}@example.org"
+        rows.append({"id": f"s{i:03d}", "label": label, "created_ms": 0, "links": [
+            ["HAS_EMAIL", email, n if shared else 1, False]]})  # fmt: skip
+    return rows
+
+
+def _graph_of(rows: list[dict[str, Any]]) -> RecordingRunner:
+    def respond(query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        if "WHERE s.id > $after" in query:
+            page = [r for r in rows if r["id"] > params["after"]][: params["limit"]]
+            return [{"s": r} for r in page]
+        return []  # no transactions: the export is as of now
+
+    return RecordingRunner(responder=respond)
+
+
+def test_export_reads_pages_not_nodes_and_training_falls_back_without_labels(
+    tmp_path: Path,
+) -> None:
+    runner = _graph_of(_rows(30, fraud=3, legit=3, shared=False))
+    exported = export_graph(runner, page=12)
+    pages = [q for q, _ in runner.reads if "WHERE s.id > $after" in q]
+    assert len(pages) == 4 and len(runner.reads) == 5  # 3 full pages, 1 empty, 1 clock read
+    assert exported.data["Subscriber"].num_nodes == 30 and exported.data["Email"].num_nodes == 30
+    report = train_from_graph(runner, ModelRegistry(tmp_path), ModelsConfig(dir=tmp_path))
+    assert report.manifest.kind == "anomaly"  # 3 labels per class < 10
+
+
+def test_training_explains_labels_that_cannot_be_split_by_component(tmp_path: Path) -> None:
+    runner = _graph_of(_rows(40, fraud=12, legit=12, shared=True))  # one component
+    config = ModelsConfig(dir=tmp_path, min_labels_per_class=5)
+    with pytest.raises(
+        ModelError, match=r"fall into 1 connected components \(the largest holds 24"
+    ):
+        train_from_graph(runner, ModelRegistry(tmp_path), config, base=fast(epochs=1))
