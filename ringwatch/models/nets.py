@@ -31,7 +31,7 @@ node of the target type, so either can be trained, sampled and served the same w
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -86,6 +86,32 @@ class HeteroSAGE(nn.Module):
             }
         logits: Tensor = self.head(h[self.target]).squeeze(-1)
         return logits, []
+
+    def fast_forward(
+        self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]
+    ) -> Tensor:
+        """The same logits as `forward` in eval mode, with the mean aggregation done by plain
+        index ops instead of `MessagePassing`: for the small neighbourhoods of live scoring the
+        per-call overhead of 2 x 12 convolutions is most of the time."""
+        h = {nt: functional.relu(self.inputs[nt](x)) for nt, x in x_dict.items()}
+        for conv in self.convs:
+            hetero: Any = conv
+            out: dict[str, Tensor] = {}
+            for edge_type, edge_index in edge_index_dict.items():
+                src, _, dst = edge_type
+                sage = hetero.convs[edge_type]
+                x_src, x_dst = h[src], h[dst]
+                total = x_src.new_zeros((x_dst.size(0), x_src.size(1)))
+                total.index_add_(0, edge_index[1], x_src[edge_index[0]])
+                count = x_src.new_zeros(x_dst.size(0)).index_add_(
+                    0, edge_index[1], x_src.new_ones(edge_index.size(1))
+                )
+                mean = total / count.clamp(min=1.0).unsqueeze(-1)
+                value = sage.lin_l(mean) + sage.lin_r(x_dst)
+                out[dst] = out[dst] + value if dst in out else value
+            h = {nt: functional.relu(out[nt]) if nt in out else h[nt] for nt in h}
+        logits: Tensor = self.head(h[self.target]).squeeze(-1)
+        return logits
 
 
 class FilteredLayer(nn.Module):

@@ -104,7 +104,10 @@ class TrainedModel:
         # Edge types without edges in this neighbourhood cost a call each and add nothing.
         edges = {et: ei for et, ei in data.edge_index_dict.items() if ei.numel()}
         with torch_threads(self.config.threads):
-            logits, _ = self.net(data.x_dict, edges)
+            if isinstance(self.net, HeteroSAGE):
+                logits = self.net.fast_forward(data.x_dict, edges)
+            else:
+                logits, _ = self.net(data.x_dict, edges)
         return float(self.calibrator(np.array([float(logits[node])]))[0])
 
 

@@ -23,6 +23,7 @@ from ringwatch.models.anomaly import fit_anomaly
 from ringwatch.models.calibration import fit_calibrator
 from ringwatch.models.data import NodeTask, connected_groups, group_split
 from ringwatch.models.exceptions import ModelError
+from ringwatch.models.nets import HeteroSAGE
 from ringwatch.models.registry import ModelRegistry
 from ringwatch.models.sampling import neighbor_loader
 from ringwatch.models.training import TrainConfig, train
@@ -332,3 +333,18 @@ def test_training_explains_labels_that_cannot_be_split_by_component(tmp_path: Pa
         ModelError, match=r"fall into 1 connected components \(the largest holds 24"
     ):
         train_from_graph(runner, ModelRegistry(tmp_path), config, base=fast(epochs=1))
+
+
+def test_sage_fast_forward_for_live_scoring_equals_the_pyg_forward() -> None:
+    data = planted(seed=5)
+    task = NodeTask.of(data, target="Subscriber", **random_split(data["Subscriber"].y))
+    model = train(task, fast(epochs=2))
+    assert isinstance(model.net, HeteroSAGE)
+    scaled = model.standardizer.apply(data)
+    with torch.inference_mode():
+        standard, _ = model.net(scaled.x_dict, scaled.edge_index_dict)
+        fast_logits = model.net.fast_forward(scaled.x_dict, scaled.edge_index_dict)
+    assert torch.allclose(standard, fast_logits, atol=1e-5)
+    assert model.score_subgraph(data, 7) == pytest.approx(
+        float(model.calibrator(standard[7:8].numpy().astype(np.float64))[0]), abs=1e-6
+    )
