@@ -125,7 +125,8 @@ def test_signup_on_a_hub_or_new_identifiers_is_approved(api: Api, ring_graph: Ne
     assert clean.status_code == 200
     body = clean.json()
     assert body == {
-        "risk": 0.0, "priority": "P4", "decision": "APPROVE", "reasons": [], "identifiers": 2,
+        "risk": 0.0, "priority": "P4", "decision": "APPROVE", "components": {"graph": 0.0},
+        "reasons": [], "identifiers": 2,
         "matched": [{"kind": "ip", "id": "100.64…", "subscribers": 3, "hub": True, "rings": [],
                      "labelled_fraud": 0}],
     }  # fmt: skip

@@ -171,12 +171,14 @@ def _lag(settings: Settings) -> int:
         consumer.close()
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 120, what: str = "") -> None:
+def wait_for(
+    condition: Callable[[], bool], timeout_s: float = 120, what: str = "", every_s: float = 0.3
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.3)
+        time.sleep(every_s)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -218,7 +220,9 @@ def test_events_land_exactly_and_a_second_delivery_changes_nothing(
     assert _snapshot(graph) == expected
 
 
-def _worker_process(settings: Settings, workers: int = 1) -> subprocess.Popen[bytes]:
+def _worker_process(
+    settings: Settings, workers: int = 1, batch_size: int = 100
+) -> subprocess.Popen[bytes]:
     kafka = settings.kafka
     env = {
         **os.environ,
@@ -231,7 +235,7 @@ def _worker_process(settings: Settings, workers: int = 1) -> subprocess.Popen[by
         "RINGWATCH_KAFKA__TOPIC_ALERTS": kafka.topic_alerts,
         "RINGWATCH_KAFKA__TOPIC_RINGS": kafka.topic_rings,
         "RINGWATCH_KAFKA__CONSUMER_GROUP": kafka.consumer_group,
-        "RINGWATCH_INGEST__BATCH_SIZE": "100",
+        "RINGWATCH_INGEST__BATCH_SIZE": str(batch_size),
         "RINGWATCH_INGEST__TOPIC_PARTITIONS": "3",
         "RINGWATCH_INGEST__WORKERS": str(workers),
     }
@@ -247,16 +251,18 @@ def _worker_process(settings: Settings, workers: int = 1) -> subprocess.Popen[by
 def test_worker_killed_mid_stream_and_restarted_ends_exact(
     graph: Neo4jRunner, ingest_settings: Settings, kill_at: float
 ) -> None:
-    payloads = _fix_device_ids(population(60, 20))
+    # Enough small batches that even a fast machine is still writing when the kill comes.
+    payloads = _fix_device_ids(population(100, 30))
     total_tx = sum(1 for p in payloads if "transaction_id" in p)
     expected = expected_snapshot(graph, payloads, ingest_settings.scoring.hub_cap)
     produce(ingest_settings, payloads)
 
-    first = _worker_process(ingest_settings)
+    first = _worker_process(ingest_settings, batch_size=10)
     try:
         wait_for(
             lambda: _count(graph, "Transaction") >= kill_at * total_tx,
             what=f"{kill_at:.0%} of the transactions",
+            every_s=0.02,
         )
     finally:
         first.send_signal(signal.SIGKILL)
