@@ -1,0 +1,804 @@
+"""GDS pipeline time and Neo4j memory versus graph size, and the live ring tracker's cost.
+
+For each size (10k, 100k, 1M subscribers by default) a fresh stack is loaded with the
+simulator's identities (one month; no transactions: the pipeline reads only subscribers,
+identifiers and labels) through the offline import, plus fraud / legitimate labels at the
+simulator's rates (30 % of fraudsters, 2 % of legitimate subscribers), so closeness to labelled
+fraud has sources. Then `ringwatch.graph.analytics.GdsPipeline` runs, timed per step, in two
+variants, interleaved (as shipped first, so the first, cold run of a fresh store falls on it):
+
+- *as shipped*: the pipeline exactly as ringwatch runs it, node similarity compared only within
+  each WCC component (``useComponents``);
+- *all-pairs similarity (baseline)*: the same pipeline with node similarity over every pair of
+  subscribers, as it ran before. Two subscribers of different components share no identifier,
+  so the similarities are the same; the baseline shows what the scoping saves.
+
+`--runs` runs of each variant (`--large-runs` from `--large` subscribers); a run still going
+after `--timeout` seconds is stopped (its GDS transactions terminated) and reported as not
+finished, with the steps it completed.
+
+Memory: the Neo4j process's resident set (VmRSS) is sampled every 50 ms during each run; the
+peak is reported with VmHWM (the high-water mark since the server started) and GDS's own
+estimate of the largest step. The JVM keeps heap it once used, so the RSS is what the server
+holds, not what the algorithms needed; the estimate is the latter.
+
+Live rings: on the `--latency-size` graph, after the runs and a ring reconciliation, single
+identity events that link a new subscriber to a shared identifier are written one per
+transaction with `GraphWriter`, with and without `LiveRingTracker`, interleaved, on disjoint
+identifiers, after a warm-up. Kinds: *join* (a ring member's identifier: the ring grows),
+*form* (an identifier two subscribers outside rings share: a new ring of 3), *pair* (the
+identifier of a subscriber who shares nothing yet: no ring). The tracker's cost per event is the
+difference; each statement of the write is timed to show where the time goes.
+
+Run: .venv/bin/python -m bench.analytics [--sizes 10000,100000,1000000] [--runs 3]
+     [--heap 6g] [--pagecache 2g] [--latency-size 100000] [--latency-events 1000]
+     [--timeout 1800] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, LiteralString, TypeVar, cast
+
+from graphdatascience import GraphDataScience
+from neo4j import Driver, GraphDatabase
+from rich.console import Console
+from rich.table import Table
+
+from bench.common import hardware, median, rss_mib, save, stack_on_free_ports
+from ringwatch.config import Neo4jConfig, ScoringConfig, Settings, StackConfig
+from ringwatch.graph import rings as rings_module
+from ringwatch.graph import writer as writer_module
+from ringwatch.graph.analytics import (
+    GdsPipeline,
+    PipelineReport,
+    identifier_weights,
+    link_pattern,
+)
+from ringwatch.graph.db import Neo4jRunner, Record, Tx, create_driver
+from ringwatch.graph.rings import LiveRingTracker, reconcile_rings
+from ringwatch.graph.writer import IDENTIFIER_SCHEMA, GraphWriter
+from ringwatch.ingest.backfill import backfill
+from ringwatch.ingest.events import EventFamily
+from ringwatch.ingest.formats import write_events
+from ringwatch.ingest.normalize import IdentifierKind
+from ringwatch.ingest.offline_import import offline_import_identities
+from ringwatch.ingest.prepare import IdentifierLink, PreparedIdentity, Preparer
+from ringwatch.ingest.simulate import LEGITIMATE, SimulationConfig, _Population
+from ringwatch.stack import manager
+
+console = Console()
+T = TypeVar("T")
+
+FRAUD_LABEL_RATE = 0.3
+LEGITIMATE_LABEL_RATE = 0.02
+
+
+# ---------------------------------------------------------------------------------- the data
+
+
+def _identity_events(population: _Population) -> Iterator[Any]:
+    """The population's identity events in time order, built one at a time.
+
+    `_Population.identity_events` builds them all in a list first; at a million subscribers
+    that is several GB on top of the population itself.
+    """
+    ordered = sorted(population.pending, key=itemgetter(0, 1))
+    for number, (at, _, build) in enumerate(ordered, start=1):
+        yield build(
+            event_id=f"idn-{number:08d}",
+            schema_version=1,
+            occurred_at=datetime.fromtimestamp(at, UTC),
+        )
+
+
+def simulate_identities(size: int, seed: int, directory: str) -> dict[str, int]:
+    """Identities of a simulated month, and labels drawn from the ground truth.
+
+    The simulator's own labels need its transactions generated first (hours at a million
+    subscribers), so the labels are drawn here at the simulator's default rates. Runs in a
+    child process: the population of a million subscribers takes about 10 GB, returned to the
+    system when the child exits.
+    """
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    population = _Population(SimulationConfig(subscribers=size, months=1, seed=seed))
+    identity = write_events(
+        target / "identity.jsonl", EventFamily.IDENTITY, _identity_events(population)
+    )
+    rng = random.Random(f"{seed}:bench-labels")
+    start = datetime(2024, 1, 31, tzinfo=UTC)
+    labels = 0
+    fraud = 0
+    with (target / "labels.jsonl").open("w") as out:
+        for truth in population.ground_truth():
+            is_fraud = truth.pattern != LEGITIMATE
+            fraud += is_fraud
+            if rng.random() >= (FRAUD_LABEL_RATE if is_fraud else LEGITIMATE_LABEL_RATE):
+                continue
+            labels += 1
+            occurred = start + timedelta(seconds=labels)
+            record = {
+                "event_id": f"lbl-{labels:08d}",
+                "schema_version": 1,
+                "occurred_at": occurred.isoformat().replace("+00:00", "Z"),
+                "subscriber_id": truth.subscriber_id,
+                "source": "analyst",
+                "label": "fraud" if is_fraud else "legitimate",
+            }
+            out.write(json.dumps(record) + "\n")
+    (target / "done").write_text(json.dumps({"identity": identity, "labels": labels}))
+    return {"identity": identity, "labels": labels, "fraud": fraud}
+
+
+def _simulated(work: Path, size: int, seed: int) -> Path:
+    directory = work / f"sim-{size}-{seed}"
+    if not (directory / "done").exists():
+        started = time.perf_counter()
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            counts = pool.submit(simulate_identities, size, seed, str(directory)).result()
+        console.print(
+            f"simulated {size:,} subscribers in {time.perf_counter() - started:.0f} s: "
+            f"{counts['identity']:,} identity events, {counts['labels']:,} labels"
+        )
+    return directory
+
+
+# ------------------------------------------------------------------------------------ memory
+
+
+def vm_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return 0
+
+
+class RssSampler:
+    """Peak resident set of a process, sampled on a background thread."""
+
+    def __init__(self, pid: int, interval_s: float = 0.05) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mib = max(self.peak_mib, rss_mib(self.pid))
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mib = max(self.peak_mib, rss_mib(self.pid))
+
+
+def _neo4j_pid(stack: StackConfig) -> int:
+    for status in manager.status(stack):
+        if status.name == "neo4j" and status.pid is not None:
+            return status.pid
+    raise RuntimeError("Neo4j is not running")
+
+
+# ----------------------------------------------------------------------------- live rings
+
+
+class TimedRunner:
+    """A runner whose write transactions time each statement, named after its constant."""
+
+    def __init__(self, inner: Neo4jRunner, names: Mapping[str, str]) -> None:
+        self.inner = inner
+        self.names = names
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def read(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
+        return self.inner.read(query, params)
+
+    def write(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
+        return self.inner.write(query, params)
+
+    def write_transaction(self, work: Callable[[Tx], T]) -> T:
+        runner = self
+
+        class Timed:
+            def __init__(self, tx: Tx) -> None:
+                self.tx = tx
+
+            def run(
+                self, query: LiteralString, params: Mapping[str, Any] | None = None
+            ) -> list[Record]:
+                began = time.perf_counter()
+                try:
+                    return self.tx.run(query, params)
+                finally:
+                    name = runner.names.get(query) or query.strip().splitlines()[0][:50]
+                    runner.seconds[name] += time.perf_counter() - began
+
+        return self.inner.write_transaction(lambda tx: work(Timed(tx)))
+
+
+def _statement_names(tracker: LiveRingTracker) -> dict[str, str]:
+    names = {
+        value: name
+        for module in (rings_module, writer_module)
+        for name, value in vars(module).items()
+        if name.startswith("_") and isinstance(value, str)
+    }
+    for kind, statement in writer_module._LINK_STATEMENTS.items():
+        names[statement] = f"link {kind.value}"
+    names[tracker.query] = "_LIVE_NEIGHBOURS"
+    return names
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # join | form | pair
+    links: tuple[IdentifierLink, ...]
+
+
+_KIND_OF_LABEL = {schema.label: kind for kind, schema in IDENTIFIER_SCHEMA.items()}
+
+
+def _targets(runner: Neo4jRunner, config: ScoringConfig, per_kind: int) -> dict[str, list[Target]]:
+    """Shared identifiers to link new subscribers to, each used once, well below the hub cap."""
+    pattern = link_pattern(config)
+    cap = config.hub_cap - 2
+    join = runner.read(
+        "MATCH (r:Ring {status: 'active'})<-[:MEMBER_OF]-(s:Subscriber)\n"
+        f"MATCH (s)-[:{pattern}]->(i) WHERE NOT coalesce(i.hub, false) AND i.subscribers < $cap\n"
+        "WITH r, collect(DISTINCT i)[..3] AS ids UNWIND ids AS i\n"
+        "RETURN labels(i)[0] AS label, i.id AS id LIMIT $n",
+        {"cap": cap, "n": per_kind},
+    )
+    # Components of exactly two subscribers, outside rings: a third member makes a ring.
+    form = runner.read(
+        "MATCH (s:Subscriber) WHERE s.component_id IS NOT NULL AND s.ring_id IS NULL\n"
+        "WITH s.component_id AS component, collect(s) AS members WHERE size(members) = 2\n"
+        "WITH members[0] AS a, members[1] AS b LIMIT $n\n"
+        "CALL (a, b) {\n"
+        f"  MATCH (a)-[:{pattern}]->(i)<-[:{pattern}]-(b) WHERE NOT coalesce(i.hub, false)\n"
+        "  RETURN i LIMIT 1\n"
+        "}\n"
+        "RETURN labels(i)[0] AS label, i.id AS id",
+        {"n": per_kind},
+    )
+    # Subscribers who share nothing: a second member makes a pair, not a ring.
+    pair = runner.read(
+        "MATCH (s:Subscriber) WHERE s.component_id IS NOT NULL AND s.ring_id IS NULL\n"
+        "WITH s.component_id AS component, collect(s) AS members WHERE size(members) = 1\n"
+        "WITH members[0] AS s LIMIT $n\n"
+        "CALL (s) {\n"
+        f"  MATCH (s)-[:{pattern}]->(i) WHERE NOT coalesce(i.hub, false)\n"
+        "  RETURN i LIMIT 1\n"
+        "}\n"
+        "RETURN labels(i)[0] AS label, i.id AS id",
+        {"n": per_kind},
+    )
+    return {
+        name: [
+            Target(name, (IdentifierLink(_KIND_OF_LABEL[row["label"]], str(row["id"])),))
+            for row in rows
+        ]
+        for name, rows in (("join", join), ("form", form), ("pair", pair))
+    }
+
+
+def _event(number: int, mode: str, target: Target) -> PreparedIdentity:
+    # A new subscriber with a phone and an email of its own, plus the shared identifier.
+    sid = f"bench-live-{mode}-{number:06d}"
+    own = (
+        IdentifierLink(IdentifierKind.PHONE, f"+1999{number:07d}{int(mode == 'tracker')}"),
+        IdentifierLink(IdentifierKind.EMAIL, f"{sid}@bench.example"),
+    )
+    return PreparedIdentity(
+        event_id=f"{sid}-registered",
+        type="subscriber.registered",
+        subscriber_id=sid,
+        ts=datetime.now(UTC),
+        status="active",
+        name=None,
+        links=own + target.links,
+    )
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+WARM_UP = 20
+"""Events per writer run first and not counted (query planning, cold caches)."""
+
+
+def live_ring_latency(runner: Neo4jRunner, config: ScoringConfig, events: int) -> dict[str, Any]:
+    """p50/p99 of one identity event per transaction, with and without the live tracker."""
+    started = time.perf_counter()
+    reconciled = reconcile_rings(runner, min_ring_size=config.min_ring_size)
+    reconcile_s = time.perf_counter() - started
+    shares = {"join": 0.5, "form": 0.25, "pair": 0.25}
+    # Both writers take their share of each kind, on disjoint identifiers.
+    wanted = {kind: 2 * max(1, round((events + WARM_UP) * share)) for kind, share in shares.items()}
+    targets = _targets(runner, config, max(wanted.values()))
+    plan: list[Target] = []
+    for kind, count in wanted.items():
+        found = targets[kind][:count]
+        if len(found) < count:
+            console.print(f"[yellow]only {len(found)} targets of kind {kind} (wanted {count})")
+        plan.extend(found)
+    random.Random(7).shuffle(plan)  # a fixed order
+    tracker = LiveRingTracker(link_pattern(config), min_ring_size=config.min_ring_size)
+    names = _statement_names(tracker)
+    timed = {mode: TimedRunner(runner, names) for mode in ("tracker", "plain")}
+    writers = {
+        "tracker": GraphWriter(
+            timed["tracker"],
+            hub_cap=config.hub_cap,
+            ring_tracker=tracker,
+            ring_link_types=frozenset(identifier_weights(config)),
+        ),
+        "plain": GraphWriter(timed["plain"], hub_cap=config.hub_cap),
+    }
+    seconds: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in writers}
+    ring_events: dict[str, int] = defaultdict(int)
+    # Interleaved, so drift in the machine's load touches both writers alike.
+    for number, target in enumerate(plan):
+        mode = "tracker" if number % 2 == 0 else "plain"
+        if number == 2 * WARM_UP:
+            for runner_of_mode in timed.values():
+                runner_of_mode.seconds.clear()
+        event = _event(number, mode, target)
+        began = time.perf_counter()
+        result = writers[mode].write([event])
+        elapsed = time.perf_counter() - began
+        if number >= 2 * WARM_UP:
+            seconds[mode][target.kind].append(elapsed)
+            for ring_event in result.ring_events:
+                ring_events[ring_event.kind] += 1
+    summary: dict[str, Any] = {
+        "reconcile_s": reconcile_s,
+        "rings": reconciled.rings,
+        "warm_up_events": WARM_UP,
+        "ring_events": dict(ring_events),
+    }
+    for mode, by_kind in seconds.items():
+        every = [s for values in by_kind.values() for s in values]
+        statements = {
+            name: 1000 * total / len(every)
+            for name, total in sorted(timed[mode].seconds.items(), key=lambda item: -item[1])
+        }
+        summary[mode] = {
+            "events": len(every),
+            "p50_ms": 1000 * _percentile(every, 0.5),
+            "p99_ms": 1000 * _percentile(every, 0.99),
+            "mean_ms": 1000 * statistics.fmean(every),
+            # Mean time per event in each statement; the rest is commit and client time.
+            "statements_mean_ms": statements,
+            "outside_statements_mean_ms": 1000 * statistics.fmean(every) - sum(statements.values()),
+            "by_kind": {
+                kind: {
+                    "events": len(values),
+                    "p50_ms": 1000 * _percentile(values, 0.5),
+                    "p99_ms": 1000 * _percentile(values, 0.99),
+                }
+                for kind, values in sorted(by_kind.items())
+            },
+        }
+    for stat in ("p50", "p99", "mean"):
+        summary[f"tracker_cost_{stat}_ms"] = (
+            summary["tracker"][f"{stat}_ms"] - summary["plain"][f"{stat}_ms"]
+        )
+    return summary
+
+
+# ------------------------------------------------------------------------------- one size
+
+
+class _UnscopedSimilarity:
+    """`gds.node_similarity` whose `mutate` compares every pair of subscribers (the baseline)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def mutate(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("use_components", None)
+        return self._inner.mutate(*args, **kwargs)
+
+
+class UnscopedGds:
+    """The GDS client with one change for the pipeline: node similarity across components."""
+
+    def __init__(self, gds: GraphDataScience) -> None:
+        self._gds = gds
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gds, name)
+
+    @property
+    def node_similarity(self) -> _UnscopedSimilarity:
+        return _UnscopedSimilarity(self._gds.node_similarity)
+
+
+class Watchdog:
+    """Terminates the server's running GDS transactions after `seconds` (a run's time limit)."""
+
+    def __init__(self, uri: str, seconds: float) -> None:
+        self.uri = uri
+        self.fired = False
+        self.terminated: list[str] = []
+        self._timer = threading.Timer(seconds, self._terminate)
+        self._timer.daemon = True
+
+    def _terminate(self) -> None:
+        self.fired = True
+        with GraphDatabase.driver(self.uri) as driver:
+            rows, _, _ = driver.execute_query(
+                "SHOW TRANSACTIONS YIELD transactionId, currentQuery\n"
+                "WHERE currentQuery CONTAINS 'gds.' RETURN transactionId, currentQuery"
+            )
+            ids = [row["transactionId"] for row in rows]
+            self.terminated = [str(row["currentQuery"])[:120] for row in rows]
+            if ids:
+                driver.execute_query("TERMINATE TRANSACTIONS $ids", {"ids": ids})
+
+    def __enter__(self) -> Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._timer.cancel()
+
+
+def _pipeline_run(
+    gds: GraphDataScience,
+    driver: Driver,
+    config: ScoringConfig,
+    pid: int,
+    *,
+    baseline: bool,
+    timeout_s: float,
+    uri: str,
+) -> dict[str, Any]:
+    client = cast("GraphDataScience", UnscopedGds(gds)) if baseline else gds
+    pipeline = GdsPipeline(client, driver, config)
+    began = time.perf_counter()
+    error = None
+    with RssSampler(pid) as sampler, Watchdog(uri, timeout_s) as watchdog:
+        try:
+            pipeline.run()
+        except Exception as exc:  # only a run the watchdog stopped is an expected outcome
+            if not watchdog.fired:
+                raise
+            error = f"stopped after {timeout_s:.0f} s in {watchdog.terminated}: {exc}"[:400]
+    report: PipelineReport = pipeline.report
+    return {
+        "variant": "all-pairs similarity (baseline)" if baseline else "as shipped",
+        "finished": error is None,
+        "error": error,
+        "seconds": report.seconds if error is None else time.perf_counter() - began,
+        "steps": {step.name: step.seconds for step in report.steps},
+        "details": {step.name: step.detail for step in report.steps if step.detail},
+        "peak_rss_mib": sampler.peak_mib,
+        "peak_estimate_bytes": report.peak_estimate_bytes,
+        "projected_nodes": report.projected_nodes,
+        "projected_relationships": report.projected_relationships,
+        "components": report.components,
+        "communities": report.communities,
+        "similar_pairs": report.similar_pairs,
+        "labelled_fraud": report.labelled_fraud,
+    }
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    finished = [r for r in runs if r["finished"]]
+    names: list[str] = []
+    for r in finished:
+        names += [n for n in r["steps"] if n not in names]
+    return {
+        "runs": len(runs),
+        "finished": len(finished),
+        "median_s": median([r["seconds"] for r in finished]) if finished else None,
+        "median_steps_s": {n: median([r["steps"].get(n, 0.0) for r in finished]) for n in names},
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        "peak_estimate_mib": max(r["peak_estimate_bytes"] for r in runs) / 2**20,
+        "unfinished": [r["error"] for r in runs if not r["finished"]],
+    }
+
+
+def bench_size(
+    work: Path, size: int, args: argparse.Namespace, settings_scoring: ScoringConfig
+) -> dict[str, Any]:
+    data = _simulated(work, size, args.seed)
+    home = work / f"stack-{size}"
+    shutil.rmtree(home, ignore_errors=True)
+    stack = stack_on_free_ports(home).model_copy(
+        update={
+            "neo4j_heap": args.heap,
+            "neo4j_pagecache": args.pagecache,
+            # A busy shared machine can take minutes to start a server.
+            "start_timeout_s": 900.0,
+        }
+    )
+    large = size >= args.large
+    plan = (
+        ["shipped", "baseline"] * (args.large_runs if large else args.runs)
+        if not args.no_baseline
+        else ["shipped"] * (args.large_runs if large else args.runs)
+    )
+    manager.up(stack)
+    try:
+        imported = offline_import_identities(
+            [data / "identity.jsonl"],
+            stack=stack,
+            preparer=Preparer(),
+            hub_cap=settings_scoring.hub_cap,
+            work_dir=work / f"import-{size}",
+            rejects_path=work / f"import-rejects-{size}.jsonl",
+        )
+        shutil.rmtree(work / f"import-{size}", ignore_errors=True)
+        console.print(
+            f"{size:,}: imported {imported.events:,} identity events "
+            f"({imported.subscribers:,} subscribers, {imported.links:,} links) "
+            f"in {imported.seconds:.0f} s"
+        )
+        settings = Settings(neo4j=Neo4jConfig(uri=stack.neo4j_bolt_uri), scoring=settings_scoring)
+        with create_driver(settings.neo4j) as driver:
+            runner = Neo4jRunner(driver)
+            labelled = backfill(
+                "labels",
+                [data / "labels.jsonl"],
+                runner=runner,
+                writer=GraphWriter(runner, hub_cap=settings.scoring.hub_cap),
+                preparer=Preparer(),
+                checkpoint_path=work / f"labels-cp-{size}.json",
+                rejects_path=work / f"labels-rejects-{size}.jsonl",
+                resume=False,
+            )
+            pid = _neo4j_pid(stack)
+            rss_before = rss_mib(pid)
+            gds = GraphDataScience(stack.neo4j_bolt_uri, auth=None)
+            runs: list[dict[str, Any]] = []
+            try:
+                for variant in plan:
+                    row = _pipeline_run(
+                        gds,
+                        driver,
+                        settings.scoring,
+                        pid,
+                        baseline=variant == "baseline",
+                        timeout_s=args.timeout,
+                        uri=stack.neo4j_bolt_uri,
+                    )
+                    runs.append(row)
+                    state = "" if row["finished"] else " [red]NOT FINISHED[/]"
+                    console.print(
+                        f"{size:,} subscribers, {row['variant']}: {row['seconds']:.1f} s{state}, "
+                        f"peak RSS {row['peak_rss_mib']:,.0f} MiB"
+                    )
+                latency = (
+                    live_ring_latency(runner, settings.scoring, args.latency_events)
+                    if size == args.latency_size
+                    else None
+                )
+            finally:
+                gds.close()
+            hwm_mib = vm_kib(pid, "VmHWM") / 1024
+    finally:
+        manager.down(stack)
+        shutil.rmtree(home, ignore_errors=True)
+    return {
+        "subscribers": imported.subscribers,
+        "identity_events": imported.events,
+        "links": imported.links,
+        "labels": labelled.written,
+        "import_s": imported.seconds,
+        "neo4j_heap": args.heap,
+        "neo4j_pagecache": args.pagecache,
+        "run_time_limit_s": args.timeout,
+        "rss_before_mib": rss_before,
+        "vm_hwm_mib": hwm_mib,
+        "runs": runs,
+        "shipped": _summary([r for r in runs if r["variant"] == "as shipped"]),
+        "baseline": _summary([r for r in runs if r["variant"] != "as shipped"])
+        if not args.no_baseline
+        else None,
+        "live_rings": latency,
+    }
+
+
+# ------------------------------------------------------------------------------- printing
+
+
+def _print(results: dict[int, dict[str, Any]]) -> None:
+    sizes = sorted(results)
+    columns = [
+        (size, variant)
+        for size in sizes
+        for variant in ("shipped", "baseline")
+        if results[size].get(variant)
+    ]
+    table = Table(title="GDS pipeline: median seconds per step (finished runs)")
+    table.add_column("step")
+    for size, variant in columns:
+        table.add_column(f"{size:,} {variant}", justify="right")
+    names: list[str] = []
+    for size, variant in columns:
+        names += [n for n in results[size][variant]["median_steps_s"] if n not in names]
+    for name in names:
+        table.add_row(
+            name,
+            *[f"{results[s][v]['median_steps_s'].get(name, 0.0):.2f}" for s, v in columns],
+        )
+
+    def total(size: int, variant: str) -> str:
+        summary = results[size][variant]
+        if summary["median_s"] is None:
+            return f"> {results[size]['run_time_limit_s']:.0f} (not finished)"
+        return f"{summary['median_s']:.1f}"
+
+    table.add_row("[bold]total (median)", *[total(s, v) for s, v in columns])
+    table.add_row(
+        "runs",
+        *[
+            ", ".join(
+                f"{r['seconds']:.0f}" + ("" if r["finished"] else "*")
+                for r in results[s]["runs"]
+                if (r["variant"] == "as shipped") == (v == "shipped")
+            )
+            for s, v in columns
+        ],
+    )
+    table.add_row(
+        "Neo4j peak RSS (MiB)", *[f"{results[s][v]['peak_rss_mib']:,.0f}" for s, v in columns]
+    )
+    table.add_row(
+        "GDS estimate, largest step (MiB)",
+        *[f"{results[s][v]['peak_estimate_mib']:,.0f}" for s, v in columns],
+    )
+    console.print(table)
+    for size in sizes:
+        first = results[size]["runs"][0]
+        console.print(
+            f"{size:,}: {first['projected_nodes']:,} projected nodes, "
+            f"{first['projected_relationships']:,} relationships; Neo4j RSS before "
+            f"{results[size]['rss_before_mib']:,.0f} MiB, VmHWM "
+            f"{results[size]['vm_hwm_mib']:,.0f} MiB; import {results[size]['import_s']:.0f} s"
+        )
+    for size in sizes:
+        latency = results[size]["live_rings"]
+        if not latency:
+            continue
+        live = Table(title=f"Live ring update, one identity event per transaction ({size:,})")
+        for column in ("writer", "kind", "events", "p50 ms", "p99 ms"):
+            live.add_column(column, justify="left" if column in ("writer", "kind") else "right")
+        for mode in ("plain", "tracker"):
+            row = latency[mode]
+            live.add_row(
+                mode, "all", str(row["events"]), f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}"
+            )
+            for kind, by_kind in row["by_kind"].items():
+                live.add_row(
+                    "",
+                    kind,
+                    str(by_kind["events"]),
+                    f"{by_kind['p50_ms']:.2f}",
+                    f"{by_kind['p99_ms']:.2f}",
+                )
+        live.add_row(
+            "tracker cost",
+            "all",
+            "",
+            f"{latency['tracker_cost_p50_ms']:.2f}",
+            f"{latency['tracker_cost_p99_ms']:.2f}",
+        )
+        console.print(live)
+        console.print(
+            f"ring events written live: {latency['ring_events']}; rings before: {latency['rings']}"
+        )
+        where = Table(title="Where an event's time goes: mean ms per event")
+        for column in ("statement", "plain", "tracker"):
+            where.add_column(column, justify="left" if column == "statement" else "right")
+        plain, tracked = (latency[m]["statements_mean_ms"] for m in ("plain", "tracker"))
+        for name in sorted({*plain, *tracked}, key=lambda n: -tracked.get(n, plain.get(n, 0))):
+            where.add_row(name, f"{plain.get(name, 0.0):.2f}", f"{tracked.get(name, 0.0):.2f}")
+        where.add_row(
+            "commit and client",
+            f"{latency['plain']['outside_statements_mean_ms']:.2f}",
+            f"{latency['tracker']['outside_statements_mean_ms']:.2f}",
+        )
+        console.print(where)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--sizes", default="10000,100000,1000000", help="Comma-separated subscriber counts."
+    )
+    parser.add_argument("--runs", type=int, default=3, help="Pipeline runs per size.")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--heap", default="6g", help="Neo4j heap for every size.")
+    parser.add_argument("--pagecache", default="2g")
+    parser.add_argument(
+        "--latency-size",
+        type=int,
+        default=100_000,
+        help="Size whose graph the live ring latency is measured on.",
+    )
+    parser.add_argument(
+        "--latency-events",
+        type=int,
+        default=1000,
+        help="Events per writer (with and without the tracker).",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="Keep simulated files here (reused by later runs)."
+    )
+    parser.add_argument("--large", type=int, default=1_000_000, help="Sizes from here are large.")
+    parser.add_argument("--large-runs", type=int, default=1, help="Runs per variant when large.")
+    parser.add_argument(
+        "--timeout", type=float, default=1800.0, help="Seconds before a run is stopped."
+    )
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="Skip the all-pairs similarity baseline."
+    )
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    # The GDS client's driver reports "property does not exist" on a never-analysed graph.
+    logging.getLogger("neo4j.notifications").setLevel(logging.ERROR)
+    load_before = os.getloadavg()
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="ringwatch-bench-analytics-"))
+    work.mkdir(parents=True, exist_ok=True)
+    scoring = ScoringConfig()
+    results: dict[int, dict[str, Any]] = {}
+    try:
+        for size in sizes:
+            results[size] = bench_size(work, size, args, scoring)
+            # A crash in a later size keeps what earlier sizes measured.
+            (work / "partial-results.json").write_text(json.dumps(results, indent=2) + "\n")
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    path = save(
+        "analytics",
+        {
+            "runs": args.runs,
+            "seed": args.seed,
+            # Other work on the machine: the 1-minute load average before and after.
+            "load_average": {"before": load_before[0], "after": os.getloadavg()[0]},
+            "results": {str(k): v for k, v in results.items()},
+        },
+    )
+    hw = hardware()
+    console.print(f"\nhardware: {hw['cpu']}, {hw['cores']} cores, {hw['memory']}")
+    _print(results)
+    console.print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
