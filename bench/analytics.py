@@ -30,7 +30,11 @@ identifiers, after a warm-up. Kinds: *join* (a ring member's identifier: the rin
 identifier of a subscriber who shares nothing yet: no ring). The tracker's cost per event is the
 difference; each statement of the write is timed to show where the time goes.
 
-Run: .venv/bin/python -m bench.analytics [--sizes 10000,100000,1000000] [--runs 3]
+GNN (`--gnn`): after the pipeline runs, ringwatch's own training from the graph (both model
+kinds, early stopping), batch inference over every subscriber, and live scoring latency of
+`--gnn-samples` random subscribers, as `gnn_timings` describes.
+
+Run: .venv/bin/python -m bench.analytics [--sizes 10000,100000,1000000] [--runs 3] [--gnn]
      [--heap 6g] [--pagecache 2g] [--latency-size 100000] [--latency-events 1000]
      [--timeout 1800] [--work DIR]
 """
@@ -413,6 +417,61 @@ def live_ring_latency(runner: Neo4jRunner, config: ScoringConfig, events: int) -
     return summary
 
 
+def gnn_timings(runner: Neo4jRunner, work: Path, size: int, samples: int) -> dict[str, Any]:
+    """Train both GNN kinds from the graph, score every subscriber, then time live scoring.
+
+    Training is ringwatch's own `train_from_graph` (export, whole-component split, each kind to
+    early stopping); batch inference is `score_subscribers` (export, forward pass, write-back);
+    live scoring is `gnn_live.score_subscriber` on `samples` random subscribers after a warm-up
+    (neighbourhood read plus forward pass, as the API runs it).
+    """
+    from ringwatch.config import ModelsConfig
+    from ringwatch.graph.gnn_live import score_subscriber
+    from ringwatch.graph.gnn_run import score_subscribers, train_from_graph
+    from ringwatch.models.registry import ModelRegistry
+
+    models = ModelsConfig(dir=work / f"models-{size}")
+    shutil.rmtree(models.dir, ignore_errors=True)
+    registry = ModelRegistry(models.dir)
+    trained = train_from_graph(runner, registry, models, kinds=("sage", "camouflage"))
+    registry.promote(trained.manifest.version, force=True)
+    scored = score_subscribers(runner, registry)
+    ids = [r["id"] for r in runner.read("MATCH (s:Subscriber) RETURN s.id AS id")]
+    chosen = random.Random(7).sample(ids, min(len(ids), samples + WARM_UP))
+    now = datetime.now(UTC)
+    latencies: list[float] = []
+    for number, sid in enumerate(chosen):
+        began = time.perf_counter()
+        score = score_subscriber(runner, sid, models, now)
+        if number >= WARM_UP and score is not None:
+            latencies.append(time.perf_counter() - began)
+    return {
+        "export_s": trained.export["seconds"],
+        "train_total_s": trained.seconds,
+        "split": trained.split,
+        "candidates": [
+            {
+                "kind": c["kind"],
+                "epochs": c["epochs"],
+                "best_epoch": c["best_epoch"],
+                "seconds": c["seconds"],
+                "seconds_per_epoch": c["seconds"] / max(1, c["epochs"]),
+                "val_pr_auc": c["metrics"]["val"]["pr_auc"],
+                "test_pr_auc": c["metrics"]["test"]["pr_auc"],
+            }
+            for c in trained.candidates
+        ],
+        "promoted": trained.manifest.version,
+        "batch_inference_s": scored.seconds,
+        "batch_subscribers": scored.subscribers,
+        "live": {
+            "samples": len(latencies),
+            "p50_ms": 1000 * _percentile(latencies, 0.5),
+            "p99_ms": 1000 * _percentile(latencies, 0.99),
+        },
+    }
+
+
 # ------------------------------------------------------------------------------- one size
 
 
@@ -535,8 +594,17 @@ def bench_size(
 ) -> dict[str, Any]:
     data = _simulated(work, size, args.seed)
     home = work / f"stack-{size}"
-    shutil.rmtree(home, ignore_errors=True)
-    stack = stack_on_free_ports(home).model_copy(
+    loaded_marker = work / f"loaded-{size}.json"
+    reuse = args.keep and loaded_marker.exists() and home.exists()
+    if reuse:
+        saved = json.loads(loaded_marker.read_text())
+        # The same ports as when it was loaded: the servers' stored settings name them.
+        base = StackConfig.model_validate_json(saved["stack"])
+    else:
+        shutil.rmtree(home, ignore_errors=True)
+        loaded_marker.unlink(missing_ok=True)
+        base = stack_on_free_ports(home)
+    stack = base.model_copy(
         update={
             "neo4j_heap": args.heap,
             "neo4j_pagecache": args.pagecache,
@@ -544,90 +612,132 @@ def bench_size(
             "start_timeout_s": 900.0,
         }
     )
-    large = size >= args.large
-    plan = (
-        ["shipped", "baseline"] * (args.large_runs if large else args.runs)
-        if not args.no_baseline
-        else ["shipped"] * (args.large_runs if large else args.runs)
-    )
     manager.up(stack)
     try:
-        imported = offline_import_identities(
-            [data / "identity.jsonl"],
-            stack=stack,
-            preparer=Preparer(),
-            hub_cap=settings_scoring.hub_cap,
-            work_dir=work / f"import-{size}",
-            rejects_path=work / f"import-rejects-{size}.jsonl",
-        )
-        shutil.rmtree(work / f"import-{size}", ignore_errors=True)
-        console.print(
-            f"{size:,}: imported {imported.events:,} identity events "
-            f"({imported.subscribers:,} subscribers, {imported.links:,} links) "
-            f"in {imported.seconds:.0f} s"
-        )
         settings = Settings(neo4j=Neo4jConfig(uri=stack.neo4j_bolt_uri), scoring=settings_scoring)
+        if reuse:
+            loaded = saved["loaded"]
+            console.print(f"{size:,}: reusing the store loaded earlier in {home}")
+        else:
+            loaded = _load(work, size, data, stack, settings)
+            if args.keep:
+                loaded_marker.write_text(
+                    json.dumps({"stack": base.model_dump_json(), "loaded": loaded})
+                )
+        if args.load_only:
+            return {**loaded, "runs": []}
         with create_driver(settings.neo4j) as driver:
             runner = Neo4jRunner(driver)
-            labelled = backfill(
-                "labels",
-                [data / "labels.jsonl"],
-                runner=runner,
-                writer=GraphWriter(runner, hub_cap=settings.scoring.hub_cap),
-                preparer=Preparer(),
-                checkpoint_path=work / f"labels-cp-{size}.json",
-                rejects_path=work / f"labels-rejects-{size}.jsonl",
-                resume=False,
-            )
-            pid = _neo4j_pid(stack)
-            rss_before = rss_mib(pid)
-            gds = GraphDataScience(stack.neo4j_bolt_uri, auth=None)
-            runs: list[dict[str, Any]] = []
-            try:
-                for variant in plan:
-                    row = _pipeline_run(
-                        gds,
-                        driver,
-                        settings.scoring,
-                        pid,
-                        baseline=variant == "baseline",
-                        timeout_s=args.timeout,
-                        uri=stack.neo4j_bolt_uri,
-                    )
-                    runs.append(row)
-                    state = "" if row["finished"] else " [red]NOT FINISHED[/]"
-                    console.print(
-                        f"{size:,} subscribers, {row['variant']}: {row['seconds']:.1f} s{state}, "
-                        f"peak RSS {row['peak_rss_mib']:,.0f} MiB"
-                    )
-                latency = (
-                    live_ring_latency(runner, settings.scoring, args.latency_events)
-                    if size == args.latency_size
-                    else None
-                )
-            finally:
-                gds.close()
-            hwm_mib = vm_kib(pid, "VmHWM") / 1024
+            measured = _measure(work, size, args, settings, stack, driver, runner)
     finally:
         manager.down(stack)
-        shutil.rmtree(home, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(home, ignore_errors=True)
+    return {
+        **loaded,
+        "neo4j_heap": args.heap,
+        "neo4j_pagecache": args.pagecache,
+        "run_time_limit_s": args.timeout,
+        **measured,
+    }
+
+
+def _load(
+    work: Path,
+    size: int,
+    data: Path,
+    stack: StackConfig,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Identities through the offline import (which restarts Neo4j), then labels online."""
+    scoring = settings.scoring
+    imported = offline_import_identities(
+        [data / "identity.jsonl"],
+        stack=stack,
+        preparer=Preparer(),
+        hub_cap=scoring.hub_cap,
+        work_dir=work / f"import-{size}",
+        rejects_path=work / f"import-rejects-{size}.jsonl",
+    )
+    shutil.rmtree(work / f"import-{size}", ignore_errors=True)
+    console.print(
+        f"{size:,}: imported {imported.events:,} identity events "
+        f"({imported.subscribers:,} subscribers, {imported.links:,} links) "
+        f"in {imported.seconds:.0f} s"
+    )
+    with create_driver(settings.neo4j) as driver:
+        runner = Neo4jRunner(driver)
+        labelled = backfill(
+            "labels",
+            [data / "labels.jsonl"],
+            runner=runner,
+            writer=GraphWriter(runner, hub_cap=scoring.hub_cap),
+            preparer=Preparer(),
+            checkpoint_path=work / f"labels-cp-{size}.json",
+            rejects_path=work / f"labels-rejects-{size}.jsonl",
+            resume=False,
+        )
     return {
         "subscribers": imported.subscribers,
         "identity_events": imported.events,
         "links": imported.links,
         "labels": labelled.written,
         "import_s": imported.seconds,
-        "neo4j_heap": args.heap,
-        "neo4j_pagecache": args.pagecache,
-        "run_time_limit_s": args.timeout,
+    }
+
+
+def _measure(
+    work: Path,
+    size: int,
+    args: argparse.Namespace,
+    settings: Settings,
+    stack: StackConfig,
+    driver: Driver,
+    runner: Neo4jRunner,
+) -> dict[str, Any]:
+    """Pipeline runs (both variants, interleaved), then GNN and live ring timings if asked."""
+    large = size >= args.large
+    variants = ["shipped"] if args.no_baseline else ["shipped", "baseline"]
+    plan = variants * (args.large_runs if large else args.runs)
+    pid = _neo4j_pid(stack)
+    rss_before = rss_mib(pid)
+    gds = GraphDataScience(stack.neo4j_bolt_uri, auth=None)
+    runs: list[dict[str, Any]] = []
+    try:
+        for variant in plan:
+            row = _pipeline_run(
+                gds,
+                driver,
+                settings.scoring,
+                pid,
+                baseline=variant == "baseline",
+                timeout_s=args.timeout,
+                uri=stack.neo4j_bolt_uri,
+            )
+            runs.append(row)
+            state = "" if row["finished"] else " [red]NOT FINISHED[/]"
+            console.print(
+                f"{size:,} subscribers, {row['variant']}: {row['seconds']:.1f} s{state}, "
+                f"peak RSS {row['peak_rss_mib']:,.0f} MiB"
+            )
+        gnn = gnn_timings(runner, work, size, args.gnn_samples) if args.gnn else None
+        latency = (
+            live_ring_latency(runner, settings.scoring, args.latency_events)
+            if size == args.latency_size
+            else None
+        )
+    finally:
+        gds.close()
+    shipped = [r for r in runs if r["variant"] == "as shipped"]
+    baseline = [r for r in runs if r["variant"] != "as shipped"]
+    return {
         "rss_before_mib": rss_before,
-        "vm_hwm_mib": hwm_mib,
+        "vm_hwm_mib": vm_kib(pid, "VmHWM") / 1024,
         "runs": runs,
-        "shipped": _summary([r for r in runs if r["variant"] == "as shipped"]),
-        "baseline": _summary([r for r in runs if r["variant"] != "as shipped"])
-        if not args.no_baseline
-        else None,
+        "shipped": _summary(shipped) if shipped else None,
+        "baseline": _summary(baseline) if baseline else None,
         "live_rings": latency,
+        "gnn": gnn,
     }
 
 
@@ -635,7 +745,7 @@ def bench_size(
 
 
 def _print(results: dict[int, dict[str, Any]]) -> None:
-    sizes = sorted(results)
+    sizes = sorted(size for size in results if results[size]["runs"])
     columns = [
         (size, variant)
         for size in sizes
@@ -688,6 +798,29 @@ def _print(results: dict[int, dict[str, Any]]) -> None:
             f"{first['projected_relationships']:,} relationships; Neo4j RSS before "
             f"{results[size]['rss_before_mib']:,.0f} MiB, VmHWM "
             f"{results[size]['vm_hwm_mib']:,.0f} MiB; import {results[size]['import_s']:.0f} s"
+        )
+    for size in sizes:
+        gnn = results[size].get("gnn")
+        if not gnn:
+            continue
+        table = Table(title=f"GNN ({size:,} subscribers)")
+        for column in ("model", "epochs (best)", "s per epoch", "train s", "val PR-AUC"):
+            table.add_column(column, justify="left" if column == "model" else "right")
+        for c in gnn["candidates"]:
+            table.add_row(
+                c["kind"],
+                f"{c['epochs']} ({c['best_epoch']})",
+                f"{c['seconds_per_epoch']:.2f}",
+                f"{c['seconds']:.1f}",
+                f"{c['val_pr_auc']:.3f}" if c["val_pr_auc"] is not None else "-",
+            )
+        console.print(table)
+        live = gnn["live"]
+        console.print(
+            f"export {gnn['export_s']:.1f} s, training in all {gnn['train_total_s']:.1f} s, "
+            f"batch inference (export, forward, write) {gnn['batch_inference_s']:.1f} s for "
+            f"{gnn['batch_subscribers']:,}; live scoring p50 {live['p50_ms']:.1f} ms, "
+            f"p99 {live['p99_ms']:.1f} ms over {live['samples']}"
         )
     for size in sizes:
         latency = results[size]["live_rings"]
@@ -762,6 +895,18 @@ def main() -> None:
     parser.add_argument("--large-runs", type=int, default=1, help="Runs per variant when large.")
     parser.add_argument(
         "--timeout", type=float, default=1800.0, help="Seconds before a run is stopped."
+    )
+    parser.add_argument(
+        "--gnn", action="store_true", help="Also time GNN training, batch and live scoring."
+    )
+    parser.add_argument("--gnn-samples", type=int, default=500, help="Live GNN scores timed.")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="Keep each size's loaded store in --work and reuse it in later runs.",
+    )
+    parser.add_argument(
+        "--load-only", action="store_true", help="Load (and with --keep, keep) without measuring."
     )
     parser.add_argument(
         "--no-baseline", action="store_true", help="Skip the all-pairs similarity baseline."
