@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, LiteralString
 
 from ringwatch.config import ScoringConfig
-from ringwatch.graph.db import QueryRunner, Tx
+from ringwatch.graph.db import QueryRunner, Record, Tx
 
 RING_PREFIX = "R-"
 
@@ -330,26 +330,103 @@ def _apply(
 
 
 # ------------------------------------------------------------------------------- live path
+#
+# The tracker runs inside every ingest transaction that links a shared identifier, and each
+# statement is a round trip to the server, so an update is kept to few statements: the walk's
+# neighbour queries (usually one; the first also takes the lock) and, only when rings change,
+# one statement that applies every change.
 
 _LIVE_NEIGHBOURS = """
 UNWIND $ids AS sid
 MATCH (s:Subscriber {id: sid})
+// The walk's next step is from the neighbours outside rings: answering for them as well saves
+// that round trip in most updates, whose walk ends there.
+CALL (s) {
+  RETURN s AS visit
+  UNION
+  MATCH (s)-[:%(links)s]->(i)<-[:%(links)s]-(n:Subscriber)
+  WHERE NOT coalesce(i.hub, false) AND i.subscribers > 1 AND n <> s
+    AND NOT EXISTS { (n)-[:MEMBER_OF]->(:Ring) }
+  RETURN n AS visit
+}
+WITH DISTINCT visit AS s
 OPTIONAL MATCH (s)-[:MEMBER_OF]->(own:Ring)
 CALL (s) {
-  MATCH (s)-[:%s]->(i) WHERE NOT coalesce(i.hub, false) AND i.subscribers > 1
-  MATCH (i)<-[:%s]-(n:Subscriber) WHERE n <> s
+  MATCH (s)-[:%(links)s]->(i) WHERE NOT coalesce(i.hub, false) AND i.subscribers > 1
+  MATCH (i)<-[:%(links)s]-(n:Subscriber) WHERE n <> s
   OPTIONAL MATCH (n)-[:MEMBER_OF]->(r:Ring)
-  RETURN collect(DISTINCT [n.id, r.id]) AS neighbours
+  RETURN collect(DISTINCT [n.id, r.id, r.size]) AS neighbours
 }
-RETURN sid, own.id AS ring, neighbours
+RETURN s.id AS sid, own.id AS ring, own.size AS ring_size, neighbours
 """
 
+# Prefixed to the first neighbour query of an update. The subquery runs before any row is read,
+# so the reads after it see every ring change committed by the update that held the lock before.
 _LIVE_LOCK: LiteralString = """
-MERGE (lock:Sequence {id: 'live-rings'}) SET lock.held_at = timestamp()
+CALL () { MERGE (lock:Sequence {id: 'live-rings'}) SET lock.held_at = timestamp() }
 """
 
-_RING_SIZES: LiteralString = """
-UNWIND $ids AS id MATCH (r:Ring {id: id}) RETURN r.id AS id, r.size AS size
+_RING_MEMBERS: LiteralString = """
+UNWIND $rings AS ring
+MATCH (s:Subscriber)-[:MEMBER_OF]->(:Ring {id: ring})
+RETURN ring, collect(s.id) AS members
+"""
+
+# Every change of one live update. Rings, members and lineage end as the batch statements above
+# would leave them (`_CREATE_RINGS` ... `_RECORD_EVENTS`), so keep the two in step.
+_LIVE_APPLY: LiteralString = """
+// Ring numbers are taken only when a ring is created, from the batch path's sequence. The
+// aggregation still returns one row (last = null) when none is, so the statement goes on.
+CALL () {
+  WITH size($new_rings) AS count WHERE count > 0
+  MERGE (q:Sequence {id: 'ring'}) ON CREATE SET q.value = 0
+  SET q.value = q.value + count
+  RETURN max(q.value) AS last
+}
+WITH [n IN range(1, size($new_rings)) | $prefix + toString(last - size($new_rings) + n)] AS new_ids
+CALL (new_ids) {
+  UNWIND range(0, size(new_ids) - 1) AS index
+  CREATE (r:Ring {id: new_ids[index], status: 'active', size: size($new_rings[index]),
+                  created_at: $now, updated_at: $now, origin: 'live'})
+  WITH r, index
+  UNWIND $new_rings[index] AS member
+  MATCH (s:Subscriber {id: member})
+  CREATE (s)-[:MEMBER_OF {since: $now}]->(r)
+  SET s.ring_id = r.id
+}
+// Members of absorbed rings leave them before joining the survivor: never in two rings.
+CALL () {
+  UNWIND $leaving AS row
+  MATCH (:Subscriber {id: row.member})-[m:MEMBER_OF]->(:Ring {id: row.ring})
+  DELETE m
+}
+CALL () {
+  UNWIND $joining AS row
+  MATCH (s:Subscriber {id: row.member}), (r:Ring {id: row.ring})
+  MERGE (s)-[m:MEMBER_OF]->(r) ON CREATE SET m.since = $now
+  SET s.ring_id = r.id
+}
+CALL () {
+  UNWIND $updates AS row
+  MATCH (r:Ring {id: row.id})
+  SET r.status = row.status, r.updated_at = $now,
+      r.size = COUNT { (:Subscriber)-[:MEMBER_OF]->(r) },
+      r.merged_into = row.merged_into,
+      r.closed_at = CASE WHEN row.status = 'active' THEN null ELSE $now END
+}
+// Last, so each event records its ring's final size and status.
+CALL (new_ids) {
+  UNWIND $events AS event
+  MATCH (r:Ring {id: coalesce(event.ring_id, new_ids[event.new_ring])})
+  CREATE (e:RingEvent {id: event.id, ring_id: r.id, kind: event.kind, at: $now,
+                       source: event.source, size: r.size, status: r.status,
+                       members_added: event.members_added, members_removed: event.members_removed,
+                       from_rings: event.from_rings, into_ring: event.into_ring,
+                       into_rings: event.into_rings, split_from: event.split_from,
+                       published: false})
+  CREATE (e)-[:OF]->(r)
+}
+RETURN new_ids
 """
 
 
@@ -361,6 +438,37 @@ def live_tracker(config: ScoringConfig) -> tuple[LiveRingTracker, frozenset[str]
         LiveRingTracker(link_pattern(config), min_ring_size=config.min_ring_size),
         frozenset(identifier_weights(config)),
     )
+
+
+@dataclass
+class LiveChange:
+    """What one component found by the walk needs: a new ring, or growth / a merge."""
+
+    loose: list[str]  # subscribers outside rings, who join the ring
+    survivor: str | None = None  # None: `loose` form a new ring
+    absorbed: list[str] = field(default_factory=list)  # rings merged into the survivor
+
+
+def plan_live_changes(
+    components: Iterable[tuple[Sequence[str], Sequence[str]]],
+    sizes: Mapping[str, int],
+    *,
+    min_ring_size: int,
+) -> list[LiveChange]:
+    """The changes for the components the walk found, each given as (its rings, its subscribers
+    outside rings). The largest ring survives a merge (the oldest of equals)."""
+    changes: list[LiveChange] = []
+    for rings, loose in components:
+        if not rings:
+            if len(loose) >= min_ring_size:
+                changes.append(LiveChange(sorted(loose)))
+            continue
+        ordered = sorted(rings, key=ring_number)
+        survivor = max(ordered, key=lambda r: (sizes.get(r, 0), -ring_number(r)))
+        absorbed = [r for r in ordered if r != survivor]
+        if loose or absorbed:
+            changes.append(LiveChange(sorted(loose), survivor, absorbed))
+    return changes
 
 
 class LiveRingTracker:
@@ -376,17 +484,26 @@ class LiveRingTracker:
     MAX_WALK = 500  # subscribers outside rings visited per batch, a bound on the walk
 
     def __init__(self, link_pattern: str, *, min_ring_size: int) -> None:
-        self.query: LiteralString = _LIVE_NEIGHBOURS % (link_pattern, link_pattern)
+        neighbours: LiteralString = _LIVE_NEIGHBOURS % {"links": link_pattern}
+        self.query: LiteralString = _LIVE_LOCK + neighbours  # the first query of a walk
+        self.walk_query: LiteralString = neighbours  # when the walk goes further, lock held
         self.min_ring_size = min_ring_size
 
     def update(self, tx: Tx, subscriber_ids: Iterable[str], now: datetime) -> list[RingEvent]:
         frontier = sorted(set(subscriber_ids))
         if not frontier:
             return []
-        # One live ring update at a time across all ingest workers: without it two workers could
-        # each see the other's ring as absent and put one subscriber in two rings. Holding the
-        # lock also makes the reads below see every ring change committed before it.
-        tx.run(_LIVE_LOCK)
+        components, sizes = self._walk(tx, frontier)
+        changes = plan_live_changes(components, sizes, min_ring_size=self.min_ring_size)
+        if not changes:
+            return []
+        return self._apply(tx, changes, now)
+
+    def _walk(
+        self, tx: Tx, frontier: list[str]
+    ) -> tuple[list[tuple[list[str], list[str]]], dict[str, int]]:
+        """The components around `frontier` as (rings, subscribers outside rings), and the
+        size of each ring met."""
         parent: dict[str, str] = {}
 
         def find(node: str) -> str:
@@ -402,22 +519,33 @@ class LiveRingTracker:
             if ra != rb:
                 parent[ra] = rb
 
-        ring_of: dict[str, str | None] = {}
+        # The first query takes the lock: one live ring update at a time across all ingest
+        # workers, or two workers could each see the other's ring as absent and put one
+        # subscriber in two rings.
+        query = self.query
+        rows: dict[str, Record] = {}  # by subscriber, answered ahead of the step that visits it
+        sizes: dict[str, int] = {}
         visited: set[str] = set()
         while frontier and len(visited) < self.MAX_WALK:
             visited.update(frontier)
+            if missing := [sid for sid in frontier if sid not in rows]:
+                rows.update((row["sid"], row) for row in tx.run(query, {"ids": missing}))
+                query = self.walk_query
             next_frontier: set[str] = set()
-            for row in tx.run(self.query, {"ids": frontier}):
-                sid, own = row["sid"], row["ring"]
-                ring_of[sid] = own
+            for sid in frontier:
+                if (row := rows.get(sid)) is None:
+                    continue
+                own = row["ring"]
+                if own is not None:
+                    sizes[own] = int(row["ring_size"] or 0)
                 node = f"ring:{own}" if own else f"sub:{sid}"
                 find(node)
-                for neighbour, ring in row["neighbours"]:
+                for neighbour, ring, size in row["neighbours"]:
                     if ring is not None:
+                        sizes[ring] = int(size or 0)
                         union(node, f"ring:{ring}")
                     else:
                         union(node, f"sub:{neighbour}")
-                        ring_of.setdefault(neighbour, None)
                         if neighbour not in visited:
                             next_frontier.add(neighbour)
             frontier = sorted(next_frontier)
@@ -425,56 +553,70 @@ class LiveRingTracker:
         groups: dict[str, set[str]] = defaultdict(set)
         for node in list(parent):
             groups[find(node)].add(node)
-        ring_ids = sorted(
-            {node[5:] for g in groups.values() for node in g if node.startswith("ring:")}
+        components = [
+            (
+                [n.removeprefix("ring:") for n in group if n.startswith("ring:")],
+                [n.removeprefix("sub:") for n in group if n.startswith("sub:")],
+            )
+            for group in groups.values()
+        ]
+        return components, sizes
+
+    def _apply(self, tx: Tx, changes: Sequence[LiveChange], now: datetime) -> list[RingEvent]:
+        absorbed = [ring for change in changes for ring in change.absorbed]
+        members_of: dict[str, list[str]] = {}
+        if absorbed:  # merges are rare; only they need the members of whole rings
+            rows = tx.run(_RING_MEMBERS, {"rings": absorbed})
+            members_of = {row["ring"]: sorted(row["members"]) for row in rows}
+
+        new_rings: list[list[str]] = []
+        created: list[RingEvent] = []
+        leaving: list[dict[str, str]] = []
+        joining: list[dict[str, str]] = []
+        updates: list[dict[str, str | None]] = []
+        events: list[RingEvent] = []
+        event_rows: list[dict[str, Any]] = []
+
+        def record(event: RingEvent, new_ring: int | None = None) -> None:
+            events.append(event)
+            row = event.row() | {"new_ring": new_ring}
+            event_rows.append(row if new_ring is None else row | {"ring_id": None})
+
+        for change in changes:
+            if change.survivor is None:
+                # The ring's id is minted by _LIVE_APPLY; the event gets it from the answer.
+                event = RingEvent("", "created", "live", members_added=change.loose)
+                record(event, new_ring=len(new_rings))
+                new_rings.append(change.loose)
+                created.append(event)
+                continue
+            survivor = change.survivor
+            moved: list[str] = []
+            for ring in change.absorbed:
+                members = members_of.get(ring, [])
+                leaving += [{"member": m, "ring": ring} for m in members]
+                moved += members
+                updates.append({"id": ring, "status": "merged", "merged_into": survivor})
+                record(RingEvent(ring, "merged", "live", into_ring=survivor,
+                                 members_removed=members))  # fmt: skip
+            joining += [{"member": m, "ring": survivor} for m in [*moved, *change.loose]]
+            updates.append({"id": survivor, "status": "active", "merged_into": None})
+            kind = "merged" if change.absorbed else "grew"
+            record(RingEvent(survivor, kind, "live", from_rings=list(change.absorbed),
+                             members_added=[*moved, *change.loose]))  # fmt: skip
+
+        (answer,) = tx.run(
+            _LIVE_APPLY,
+            {
+                "new_rings": new_rings,
+                "leaving": leaving,
+                "joining": joining,
+                "updates": updates,
+                "events": event_rows,
+                "prefix": RING_PREFIX,
+                "now": now,
+            },
         )
-        sizes = {row["id"]: int(row["size"] or 0)
-                 for row in tx.run(_RING_SIZES, {"ids": ring_ids})} if ring_ids else {}  # fmt: skip
-        events: list[RingEvent] = []
-        for group in groups.values():
-            rings = sorted((n[5:] for n in group if n.startswith("ring:")), key=ring_number)
-            loose = sorted(n[4:] for n in group if n.startswith("sub:"))
-            if not rings:
-                if len(loose) >= self.min_ring_size:
-                    events.extend(self._create(tx, loose, now))
-                continue
-            survivor = max(rings, key=lambda r: (sizes.get(r, 0), -ring_number(r)))
-            absorbed = [r for r in rings if r != survivor]
-            if not loose and not absorbed:
-                continue
-            events.extend(self._join(tx, survivor, absorbed, loose, now))
-        if events:
-            tx.run(_RECORD_EVENTS, {"events": [e.row() for e in events], "now": now})
+        for event, ring_id in zip(created, answer["new_ids"], strict=True):
+            event.ring_id = ring_id
         return events
-
-    def _create(self, tx: Tx, members: Sequence[str], now: datetime) -> list[RingEvent]:
-        (ring,) = _mint(tx, 1)
-        tx.run(_CREATE_RINGS, {"rings": [{"id": ring, "members": list(members),
-                                          "origin": "live"}], "now": now})  # fmt: skip
-        return [RingEvent(ring, "created", "live", members_added=list(members))]
-
-    def _join(
-        self, tx: Tx, survivor: str, absorbed: Sequence[str], loose: Sequence[str], now: datetime
-    ) -> list[RingEvent]:
-        moved: list[str] = []
-        events: list[RingEvent] = []
-        for ring in absorbed:
-            members = [r["id"] for r in tx.run(_MEMBERS_OF, {"ring": ring})]
-            tx.run(_REMOVE_MEMBERS, {"rows": [{"member": m, "ring": ring} for m in members]})
-            moved.extend(members)
-            events.append(RingEvent(ring, "merged", "live", into_ring=survivor,
-                                    members_removed=members))  # fmt: skip
-        rows = [{"member": m, "ring": survivor} for m in [*moved, *loose]]
-        tx.run(_ADD_MEMBERS, {"rows": rows, "now": now})
-        updates = [{"id": survivor, "status": "active", "merged_into": None}]
-        updates += [{"id": r, "status": "merged", "merged_into": survivor} for r in absorbed]
-        tx.run(_UPDATE_RINGS, {"rows": updates, "now": now})
-        kind = "merged" if absorbed else "grew"
-        events.append(RingEvent(survivor, kind, "live", from_rings=list(absorbed),
-                                members_added=[*moved, *loose]))  # fmt: skip
-        return events
-
-
-_MEMBERS_OF: LiteralString = """
-MATCH (s:Subscriber)-[:MEMBER_OF]->(:Ring {id: $ring}) RETURN s.id AS id
-"""

@@ -1,4 +1,5 @@
-"""Matching a run's components to the existing rings (`plan_reconciliation`), without a graph."""
+"""Matching a run's components to the existing rings (`plan_reconciliation`) and the live
+tracker's changes (`plan_live_changes`), without a graph."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ringwatch.graph.rings import RingPlan, plan_reconciliation, ring_number
+from ringwatch.graph.rings import (
+    LiveChange,
+    RingPlan,
+    plan_live_changes,
+    plan_reconciliation,
+    ring_number,
+)
 
 
 def members(prefix: str, count: int) -> set[str]:
@@ -279,3 +286,37 @@ def test_every_old_ring_has_exactly_one_fate(
             assert (placeholder in parts) == (ring in split_from)
     # One ring per component: survivors plus created rings.
     assert len(kept) + len(plan.created) == len(components)
+
+
+# ------------------------------------------------------------------------------- live changes
+
+
+def live(*components: tuple[list[str], list[str]], **sizes: int) -> list[LiveChange]:
+    ring_sizes = {name.replace("_", "-"): size for name, size in sizes.items()}
+    return plan_live_changes(components, ring_sizes, min_ring_size=3)
+
+
+def test_loose_subscribers_form_a_ring_only_at_the_minimum_size() -> None:
+    assert live(([], ["b", "a"])) == []
+    assert live(([], ["c", "b", "a"])) == [LiveChange(["a", "b", "c"])]
+
+
+def test_a_ring_with_nothing_new_is_left_alone() -> None:
+    assert live((["R-1"], []), R_1=5) == []
+
+
+def test_loose_subscribers_grow_the_ring_they_touch() -> None:
+    assert live((["R-1"], ["z", "y"]), R_1=3) == [LiveChange(["y", "z"], "R-1", [])]
+
+
+def test_the_largest_ring_survives_a_merge_and_the_oldest_of_equals() -> None:
+    assert live((["R-1", "R-2"], []), R_1=3, R_2=4) == [LiveChange([], "R-2", ["R-1"])]
+    # R-9 is older than R-10 although it sorts after it as text.
+    assert live((["R-10", "R-9", "R-11"], ["x"]), R_9=3, R_10=3, R_11=3) == [
+        LiveChange(["x"], "R-9", ["R-10", "R-11"])
+    ]
+
+
+def test_each_component_gets_its_own_change_in_order() -> None:
+    changes = live(([], ["a", "b", "c"]), (["R-2"], []), (["R-3"], ["d"]), R_2=3, R_3=3)
+    assert changes == [LiveChange(["a", "b", "c"]), LiveChange(["d"], "R-3", [])]
