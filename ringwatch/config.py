@@ -90,6 +90,26 @@ class KafkaConfig(_Frozen):
         return conf
 
 
+# The usage rules' reason codes (`ringwatch.scoring.usage.Component`, which imports this module).
+USAGE_RULE_CODES = frozenset(
+    f"usage.{name}"
+    for name in (
+        "daily_charge_limit",
+        "zscore_spend",
+        "zscore_data",
+        "burst",
+        "new_device",
+        "new_ip",
+        "impossible_travel",
+        "short_calls",
+        "night_calls",
+        "many_destinations",
+    )
+)
+# Read from the environment as JSON or comma-separated (see IngestConfig).
+UsageRules = Annotated[tuple[str, ...], NoDecode]
+
+
 class IngestConfig(_Frozen):
     """How the Kafka ingest workers batch and size their work."""
 
@@ -102,6 +122,37 @@ class IngestConfig(_Frozen):
     live_rings: bool = Field(
         default=True, description="Update ring membership inside each ingest transaction."
     )
+    live_alerts: bool = Field(
+        default=True,
+        description="After each stored batch, raise alerts for rings created or grown live and "
+        "for subscribers whose new transactions break a live usage rule.",
+    )
+    live_alert_usage_rules: UsageRules = Field(
+        default=("usage.daily_charge_limit", "usage.burst"),
+        description="Usage reason codes that raise a live alert, e.g. "
+        "RINGWATCH_INGEST__LIVE_ALERT_USAGE_RULES=usage.daily_charge_limit,usage.burst.",
+    )
+
+    @field_validator("live_alert_usage_rules", mode="before")
+    @classmethod
+    def _rule_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+
+    @field_validator("live_alert_usage_rules")
+    @classmethod
+    def _known_rules(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [code for code in value if code not in USAGE_RULE_CODES]
+        if unknown:
+            raise ValueError(
+                f"unknown usage rule(s) {', '.join(unknown)}; known: "
+                + ", ".join(sorted(USAGE_RULE_CODES))
+            )
+        return tuple(dict.fromkeys(value))
 
 
 class ApiConfig(_Frozen):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from enum import StrEnum
@@ -43,6 +43,7 @@ class OutboxError(GraphError):
 @dataclass(frozen=True)
 class _Outbox:
     pending: LiteralString
+    pending_of: LiteralString  # the given ids that are still pending
     mark: LiteralString
     key_property: str
     json_properties: tuple[str, ...] = ()
@@ -55,6 +56,11 @@ _OUTBOXES: dict[OutboxKind, _Outbox] = {
 MATCH (n:Alert) WHERE n.published = false
 WITH n ORDER BY n.created_at, n.id LIMIT $limit
 RETURN n {.*} AS node
+""",
+        pending_of="""
+UNWIND $ids AS id
+MATCH (n:Alert {id: id}) WHERE n.published = false
+RETURN n {.*} AS node ORDER BY n.created_at, n.id
 """,
         mark="""
 UNWIND $ids AS id
@@ -70,6 +76,11 @@ RETURN count(n) AS marked
 MATCH (n:RingEvent) WHERE n.published = false
 WITH n ORDER BY n.at, n.id LIMIT $limit
 RETURN n {.*} AS node
+""",
+        pending_of="""
+UNWIND $ids AS id
+MATCH (n:RingEvent {id: id}) WHERE n.published = false
+RETURN n {.*} AS node ORDER BY n.at, n.id
 """,
         mark="""
 UNWIND $ids AS id
@@ -160,26 +171,65 @@ def publish_pending(
         rows = runner.write(outbox.pending, {"limit": batch_size})
         if not rows:
             return published
-        confirmed, failures, unsent = _send(
-            producer, outbox_kind, topic, [row["node"] for row in rows], flush_timeout_s
-        )
-        marked = 0
-        if confirmed:
-            result = runner.write(
-                outbox.mark, {"ids": sorted(set(confirmed)), "now": datetime.now(UTC)}
-            )
-            marked = int(result[0]["marked"]) if result else 0
-            published += marked
-        if failures or unsent:
-            raise OutboxError(
-                f"{outbox_kind.value} outbox on {topic}: {len(confirmed)} published, "
-                f"{len(failures)} failed, {unsent} unacknowledged; the rest stay pending"
-                + (f" (first failure {failures[0]})" if failures else "")
-            )
+        marked = _publish_rows(runner, producer, outbox_kind, topic, rows, flush_timeout_s)
+        published += marked
         log.debug("published %d %s to %s", marked, outbox_kind.value, topic)
         if marked < len(rows):
             # Another publisher marked some of them first: it is draining the same outbox.
             return published
+
+
+def publish_ids(
+    runner: QueryRunner,
+    producer: Producer,
+    kind: OutboxKind | str,
+    topic: str,
+    ids: Collection[str],
+    *,
+    flush_timeout_s: float = 30.0,
+) -> int:
+    """Publish the given nodes of `kind` that are still pending; returns how many.
+
+    For a process that publishes what it has just written itself (the ingest worker's live
+    alerts): several such processes never send each other's nodes, so they do not repeat each
+    other's messages the way several `publish_pending` drains of one outbox can. Failures are
+    reported as by `publish_pending`; the nodes not acknowledged stay pending.
+    """
+    outbox_kind = OutboxKind(kind)
+    outbox = _OUTBOXES[outbox_kind]
+    if not ids:
+        return 0
+    rows = runner.write(outbox.pending_of, {"ids": sorted(set(ids))})
+    if not rows:
+        return 0
+    return _publish_rows(runner, producer, outbox_kind, topic, rows, flush_timeout_s)
+
+
+def _publish_rows(
+    runner: QueryRunner,
+    producer: Producer,
+    kind: OutboxKind,
+    topic: str,
+    rows: list[dict[str, Any]],
+    flush_timeout_s: float,
+) -> int:
+    """Send the rows' nodes, mark the acknowledged ones; raise `OutboxError` for the rest."""
+    confirmed, failures, unsent = _send(
+        producer, kind, topic, [row["node"] for row in rows], flush_timeout_s
+    )
+    marked = 0
+    if confirmed:
+        result = runner.write(
+            _OUTBOXES[kind].mark, {"ids": sorted(set(confirmed)), "now": datetime.now(UTC)}
+        )
+        marked = int(result[0]["marked"]) if result else 0
+    if failures or unsent:
+        raise OutboxError(
+            f"{kind.value} outbox on {topic}: {len(confirmed)} published, "
+            f"{len(failures)} failed, {unsent} unacknowledged; the rest stay pending"
+            + (f" (first failure {failures[0]})" if failures else "")
+        )
+    return marked
 
 
 def _produce(producer: Producer, topic: str, **kwargs: Any) -> None:

@@ -6,16 +6,19 @@ import logging
 import multiprocessing
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 
 from confluent_kafka import Consumer
 
 from ringwatch.config import Settings
 from ringwatch.graph.db import Neo4jRunner, create_driver
-from ringwatch.graph.outbox import OutboxKind, create_outbox_producer, publish_pending
+from ringwatch.graph.live_alerts import LiveAlerter
+from ringwatch.graph.outbox import create_outbox_producer
 from ringwatch.graph.rings import live_tracker
 from ringwatch.graph.schema import migrate
 from ringwatch.graph.writer import GraphWriter
+from ringwatch.ingest.after_batch import AfterBatch
 from ringwatch.ingest.kafka import (
     DeadLetterPublisher,
     EventProducer,
@@ -26,6 +29,8 @@ from ringwatch.ingest.prepare import Preparer
 from ringwatch.ingest.worker import IngestStats, IngestWorker
 
 log = logging.getLogger(__name__)
+# Live usage scoring reads several subscribers of one batch side by side.
+_LIVE_READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="live-alerts")
 
 
 def consumer_config(
@@ -69,16 +74,9 @@ def run_worker(
         migrate(runner)
         producer = EventProducer(settings.kafka)
         writer = GraphWriter(runner, hub_cap=settings.scoring.hub_cap)
-        publish_ring_events = None
         if settings.ingest.live_rings:
             writer.ring_tracker, writer.ring_link_types = live_tracker(settings.scoring)
-            outbox = create_outbox_producer(settings.kafka)
-
-            def publish_ring_events() -> int:
-                return publish_pending(
-                    runner, outbox, OutboxKind.RING_EVENT, settings.kafka.topic_rings
-                )
-
+        after_batch = _after_batch(settings, runner)
         worker = IngestWorker(
             consumer=Consumer(consumer_config(settings, group)),
             writer=writer,
@@ -92,8 +90,10 @@ def run_worker(
             poll_timeout_s=settings.ingest.poll_timeout_s,
             max_message_bytes=settings.ingest.max_message_bytes,
             idle_exit_s=idle_exit_s,
-            after_ring_events=publish_ring_events,
+            after_write=after_batch,
         )
+        if after_batch is not None:
+            after_batch.drain()
         stats = worker.run(stop.is_set)
         producer.flush()
     log.info(
@@ -103,7 +103,38 @@ def run_worker(
         stats.written.duplicates,
         stats.dead_letters,
     )
+    if after_batch is not None and after_batch.alerter is not None:
+        alerts = after_batch.stats
+        log.info(
+            "live alerts: %d raised, %d published, %d checks failed, %d publish failures",
+            alerts.alerts_raised,
+            alerts.alerts_published,
+            alerts.alert_failures,
+            alerts.publish_failures,
+        )
     return stats
+
+
+def _after_batch(settings: Settings, runner: Neo4jRunner) -> AfterBatch | None:
+    """Live alerts and the outbox after each stored batch, as the settings ask."""
+    ingest = settings.ingest
+    if not (ingest.live_rings or ingest.live_alerts):
+        return None
+    alerter = None
+    if ingest.live_alerts:
+        alerter = LiveAlerter(
+            runner,
+            settings.scoring,
+            usage_rules=ingest.live_alert_usage_rules,
+            reads=_LIVE_READS,
+        )
+    return AfterBatch(
+        runner,
+        alerter=alerter,
+        producer=create_outbox_producer(settings.kafka),
+        alerts_topic=settings.kafka.topic_alerts,
+        rings_topic=settings.kafka.topic_rings if ingest.live_rings else None,
+    )
 
 
 def _stop_on_signals() -> threading.Event:

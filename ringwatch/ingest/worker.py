@@ -3,7 +3,9 @@
 At-least-once delivery with idempotent writes: a batch of messages is parsed, normalised and
 written to Neo4j in one transaction; rejected messages go to the dead-letter topic; only then are
 the batch's offsets committed. A crash anywhere before the commit means the batch is delivered
-again, and the graph writer's claims make the second delivery change nothing.
+again, and the graph writer's claims make the second delivery change nothing. Between the write
+and the commit, an optional `after_write` step runs (live alerts and the outbox,
+`ringwatch.ingest.after_batch`); whatever it does, the batch goes on to its commit.
 
 Run several workers (processes) in one consumer group to spread the partitions.
 """
@@ -94,11 +96,12 @@ class IngestWorker:
         max_message_bytes: int = 64 * 1024,
         backoff_max_s: float = 30.0,
         idle_exit_s: float | None = None,
-        after_ring_events: Callable[[], object] | None = None,
+        after_write: Callable[[Sequence[PreparedEvent], WriteResult], object] | None = None,
     ) -> None:
         self.consumer = consumer
-        # Called after a commit that wrote ring lineage (live ring tracking): publishes it.
-        self.after_ring_events = after_ring_events
+        # Called with each stored chunk and what it changed, after its Neo4j commit and before
+        # the offsets are: live alerts, publishing ring lineage and alerts (`AfterBatch`).
+        self.after_write = after_write
         self.writer = writer
         self.preparer = preparer
         self.dead_letters = dead_letters
@@ -191,12 +194,12 @@ class IngestWorker:
         self.stats.record_latencies(messages, time.time() * 1000)
         return True
 
-    def _publish_ring_events(self) -> None:
-        assert self.after_ring_events is not None
+    def _after_write(self, events: Sequence[PreparedEvent], result: WriteResult) -> None:
+        assert self.after_write is not None
         try:
-            self.after_ring_events()
-        except Exception:  # the events stay pending in the graph; the next call sends them
-            log.warning("ring events not published yet; they stay in the outbox", exc_info=True)
+            self.after_write(events, result)
+        except Exception as exc:  # the batch is stored whatever happens after: never stop here
+            log.warning("after-write step failed (%s); ingestion goes on", type(exc).__name__)
 
     def _store(
         self,
@@ -210,11 +213,12 @@ class IngestWorker:
         while pending:
             chunk = pending.pop()
             try:
-                result = self.writer.write([a.event for a in chunk])
+                events = [a.event for a in chunk]
+                result = self.writer.write(events)
                 self.stats.written += result
                 backoff = 0.5
-                if result.ring_events and self.after_ring_events is not None:
-                    self._publish_ring_events()
+                if self.after_write is not None:
+                    self._after_write(events, result)
             except (GraphError, Neo4jError, DriverError) as exc:
                 if _is_transient(exc):
                     if should_stop():
