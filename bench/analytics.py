@@ -745,7 +745,8 @@ def _measure(
 
 
 def _print(results: dict[int, dict[str, Any]]) -> None:
-    sizes = sorted(size for size in results if results[size]["runs"])
+    measured = sorted(size for size in results if "live_rings" in results[size])
+    sizes = [size for size in measured if results[size]["runs"]]
     columns = [
         (size, variant)
         for size in sizes
@@ -799,7 +800,7 @@ def _print(results: dict[int, dict[str, Any]]) -> None:
             f"{results[size]['rss_before_mib']:,.0f} MiB, VmHWM "
             f"{results[size]['vm_hwm_mib']:,.0f} MiB; import {results[size]['import_s']:.0f} s"
         )
-    for size in sizes:
+    for size in measured:
         gnn = results[size].get("gnn")
         if not gnn:
             continue
@@ -822,7 +823,7 @@ def _print(results: dict[int, dict[str, Any]]) -> None:
             f"{gnn['batch_subscribers']:,}; live scoring p50 {live['p50_ms']:.1f} ms, "
             f"p99 {live['p99_ms']:.1f} ms over {live['samples']}"
         )
-    for size in sizes:
+    for size in measured:
         latency = results[size]["live_rings"]
         if not latency:
             continue
