@@ -1,8 +1,8 @@
-"""Detection quality on simulator ground truth: ringwatch's merged risk against two baselines.
+"""Detection quality on simulator ground truth: ringwatch's scores against baselines.
 
 A simulated population (`ringwatch.ingest.simulate`) is loaded into a private stack the way a
 data engineer would backfill it (identities, then labels, then transactions), analysed with
-`ringwatch.graph.analyze.analyze` over the whole simulated period, and three scorers are
+`ringwatch.graph.analyze.analyze` over the whole simulated period, and these scorers are
 compared on every fraud pattern:
 
 (a) the shared-identifier rule: connected components of subscribers linked by non-hub devices,
@@ -15,16 +15,34 @@ compared on every fraud pattern:
     Flagged: its own `predict() == -1` (contamination "auto").
 (c) ringwatch's merged risk (`Subscriber.risk`). Flagged: risk >= the REVIEW threshold
     (`settings.scoring.decision_review`).
+(d) a tabular model (HistGradientBoosting, balanced class weights) on the GNN's own subscriber
+    feature matrix (`gnn_export`), with no message passing. Held-out protocol only.
+(e) ringwatch's GNNs (HeteroSAGE and the camouflage model, and the one `ringwatch train` would
+    keep: the better on validation PR-AUC), trained with ringwatch's training code. Held-out
+    protocol only. (d) and (e) are flagged at calibrated probability >= the REVIEW threshold.
 
-Protocol: subscribers carrying a label (`Subscriber.label`, from the simulator's label events:
-about 30 % of fraudsters, 2 % of legitimate subscribers) are known to the system and are left
-out of the evaluation for every scorer. Per pattern, positives are the unlabelled subscribers of
-that pattern and negatives the unlabelled legitimate subscribers (other patterns are left out);
-overall, every unlabelled fraudster is positive. PR-AUC is scikit-learn's
-average_precision_score of the raw score; precision and recall are at each scorer's flag.
+Protocol "unlabelled" (the first published table): subscribers carrying a label
+(`Subscriber.label`, from the simulator's label events: about 30 % of fraudsters, 2 % of
+legitimate subscribers) are known to the system and are left out of the evaluation for every
+scorer. Per pattern, positives are the unlabelled subscribers of that pattern and negatives the
+unlabelled legitimate subscribers (other patterns are left out); overall, every unlabelled
+fraudster is positive. PR-AUC is scikit-learn's average_precision_score of the raw score;
+precision and recall are at each scorer's flag.
+
+Protocol "heldout": subscribers are grouped by shared-identifier connected component
+(`component_id`) joined with the simulator's ring ids, and whole groups are dealt into five
+folds (`bench.heldout`). Each rotation trains (d) and (e) on the ground truth of three folds,
+selects, early-stops and calibrates on the fourth and scores the fifth; over the five rotations
+every subscriber gets one held-out score. All scorers are then evaluated as in "unlabelled" on
+the test folds' subscribers, per rotation (mean and deviation over rotations, with
+cluster-bootstrap intervals of each GNN's difference from (c) and (d)) and pooled. The PR-AUC
+of (d) and (e) is of their Platt log-odds (their own ranking; the served isotonic probability
+ties subscribers). (a) and (b) use no labels; (c) was computed by `analyze` with the label
+events of the whole population, test folds included; the row "overall, no labelled fraud in
+its group" leaves out the groups where those labels help (c).
 
 Run: .venv/bin/python -m bench.quality [--subscribers 10000] [--months 2]
-     [--transactions-per-day 1] [--seed 7] [--reuse]
+     [--transactions-per-day 1] [--seed 7] [--reuse] [--protocol both|unlabelled|heldout]
 """
 
 from __future__ import annotations
@@ -35,10 +53,11 @@ import logging
 import math
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, LiteralString
@@ -91,6 +110,16 @@ SCORER_TITLES = {
     "rule": "(a) shared-identifier rule",
     "forest": "(b) IsolationForest, usage",
     "merged": "(c) ringwatch merged risk",
+}
+HELDOUT_SCORERS = ("rule", "forest", "merged", "tabular", "sage", "camouflage", "gnn")
+HELDOUT_TITLES = {
+    "rule": "(a) rule",
+    "forest": "(b) IsolationForest",
+    "merged": "(c) merged risk",
+    "tabular": "(d) gradient boosting",
+    "sage": "(e) HeteroSAGE",
+    "camouflage": "(e) camouflage",
+    "gnn": "(e) GNN, as picked",
 }
 
 
@@ -325,33 +354,64 @@ def evaluate(
     )
 
 
-def evaluate_all(
+Scorer = tuple[Mapping[str, float], Callable[[str], bool]]
+
+
+def evaluation_cases(
     truth: Sequence[GroundTruth],
     labelled: set[str],
-    scorers: Mapping[str, tuple[Mapping[str, float], Callable[[str], bool]]],
-) -> dict[str, dict[str, Metrics]]:
-    """Metrics per scorer, overall and per fraud pattern, on unlabelled subscribers only."""
-    unlabelled = [t for t in truth if t.subscriber_id not in labelled]
+    *,
+    include: Container[str] | None = None,
+    subsets: Mapping[str, Container[str]] | None = None,
+) -> dict[str, list[tuple[str, bool]]]:
+    """(subscriber, is positive) per evaluation group: overall, each of `subsets` (an overall
+    row restricted to the subscribers it contains) and each fraud pattern (its subscribers
+    against legitimate ones). Only unlabelled subscribers, and only those in `include` when
+    given."""
+    unlabelled = [
+        t
+        for t in truth
+        if t.subscriber_id not in labelled and (include is None or t.subscriber_id in include)
+    ]
 
     def positive_of(group: str, t: GroundTruth) -> bool | None:
         """Positive, negative, or None: not part of this group's evaluation."""
         if group == "overall":
             return t.is_fraud
+        if subsets and group in subsets:
+            return t.is_fraud if t.subscriber_id in subsets[group] else None
         if t.pattern == group:
             return True
         return False if t.pattern == LEGITIMATE else None
 
+    cases: dict[str, list[tuple[str, bool]]] = {}
+    for group in ("overall", *(subsets or {}), *FRAUD_PATTERNS):
+        cases[group] = []
+        for t in unlabelled:
+            positive = positive_of(group, t)
+            if positive is not None:
+                cases[group].append((t.subscriber_id, positive))
+    return cases
+
+
+def evaluate_all(
+    truth: Sequence[GroundTruth],
+    labelled: set[str],
+    scorers: Mapping[str, Scorer],
+    *,
+    include: Container[str] | None = None,
+    subsets: Mapping[str, Container[str]] | None = None,
+) -> dict[str, dict[str, Metrics]]:
+    """Metrics per scorer on each group of `evaluation_cases`."""
     results: dict[str, dict[str, Metrics]] = {}
-    for group in ("overall", *FRAUD_PATTERNS):
-        results[group] = {}
-        for name, (scores, flagged) in scorers.items():
-            cases = []
-            for t in unlabelled:
-                positive = positive_of(group, t)
-                if positive is not None:
-                    sid = t.subscriber_id
-                    cases.append((positive, scores.get(sid, 0.0), flagged(sid)))
-            results[group][name] = evaluate(cases)
+    groups = evaluation_cases(truth, labelled, include=include, subsets=subsets)
+    for group, members in groups.items():
+        results[group] = {
+            name: evaluate(
+                (positive, scores.get(sid, 0.0), flagged(sid)) for sid, positive in members
+            )
+            for name, (scores, flagged) in scorers.items()
+        }
     return results
 
 
@@ -380,7 +440,8 @@ def _analyse(
 _SCORES: LiteralString = """
 MATCH (s:Subscriber)
 RETURN s.id AS id, s.label AS label, s.risk AS risk, s.decision AS decision,
-       s.usage_risk AS usage_risk, s.graph_risk AS graph_risk, s.risk_model AS model
+       s.usage_risk AS usage_risk, s.graph_risk AS graph_risk, s.risk_model AS model,
+       s.gnn_risk AS gnn_risk, s.component_id AS component_id
 """
 
 
@@ -406,10 +467,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         scoring=base.scoring,
         ingest=base.ingest,
         stack=stack,
+        # The bench's own (empty) models directory: a GNN promoted on this machine must not
+        # enter the merged risk being measured.
+        models=base.models.model_copy(update={"dir": home / "models"}),
     )
     marker = home / MARKER
     previous = json.loads(marker.read_text()) if marker.exists() else None
     reuse = bool(args.reuse and previous and previous["simulation"] == sim.model_dump(mode="json"))
+    if args.runs == 0 and not reuse:
+        raise SystemExit("--runs 0 reads the scores of an earlier analysis: it needs --reuse")
     data = home / "simulation"
     if not reuse:
         manager.down(stack)
@@ -418,6 +484,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         counts = simulate_to_directory(sim, data)
         simulate_s = time.perf_counter() - started
         console.print(f"simulated {counts} in {simulate_s:.0f} s")
+    heldout_wanted = args.protocol in ("heldout", "both")
+    exported: Any = None
+    export_s = 0.0
     manager.up(stack)
     try:
         if reuse:
@@ -459,6 +528,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             features = bucket_features(runner)
             forest, forest_flags = forest_scores(features, ids)
             forest_s = time.perf_counter() - started
+            if heldout_wanted:
+                from ringwatch.graph.gnn_export import export_graph
+
+                started = time.perf_counter()
+                exported = export_graph(runner)
+                export_s = time.perf_counter() - started
+                console.print(f"exported the graph for the models in {export_s:.1f} s")
     finally:
         if not args.keep_running:
             manager.down(stack)
@@ -470,22 +546,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return {sid: float(row[name] or 0.0) for sid, row in rows.items()}
 
     merged = risk_of("risk")
-    scorers: dict[str, tuple[Mapping[str, float], Callable[[str], bool]]] = {
+    scorers: dict[str, Scorer] = {
         "rule": (rule, lambda sid: sid in rule),
         "forest": (forest, lambda sid: forest_flags.get(sid, False)),
         "merged": (merged, lambda sid: merged.get(sid, 0.0) >= review),
     }
-    # ringwatch's own parts, for the record (flag at the same REVIEW threshold).
-    usage, graph = risk_of("usage_risk"), risk_of("graph_risk")
-    parts: dict[str, tuple[Mapping[str, float], Callable[[str], bool]]] = {
-        "usage_risk": (usage, lambda sid: usage.get(sid, 0.0) >= review),
-        "graph_risk": (graph, lambda sid: graph.get(sid, 0.0) >= review),
-    }
-    metrics = evaluate_all(truth, labelled, scorers)
-    part_metrics = evaluate_all(truth, labelled, parts)
     unscored = sum(1 for sid in ids if rows.get(sid, {}).get("risk") is None)
-    return {
+    result: dict[str, Any] = {
         "command": args.command,
+        "protocol": args.protocol,
         "simulation": sim.model_dump(mode="json"),
         "load": load,
         "reused_load": reuse,
@@ -493,7 +562,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "neo4j_pagecache": args.pagecache,
         "scoring": settings.scoring.model_dump(mode="json", exclude={"pii_hmac_key"}),
         "analysis": analyses,
-        "analysis_median_s": median([a["seconds"] for a in analyses]),
+        "analysis_median_s": median([a["seconds"] for a in analyses]) if analyses else None,
+        "gnn_in_merged_risk": sum(1 for row in rows.values() if row["gnn_risk"] is not None),
         "baseline_seconds": {"rule": rule_s, "forest": forest_s},
         "rule": rule_detail,
         "forest": {
@@ -507,21 +577,260 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "subscribers": len(ids),
         "labelled_excluded": len(labelled & set(ids)),
         "unscored_by_ringwatch": unscored,
-        "protocol": __doc__.split("Protocol: ", 1)[1].split("\n\nRun:", 1)[0].replace("\n", " ")
-        if __doc__
-        else "",
-        "metrics": {g: {s: m.row() for s, m in by.items()} for g, by in metrics.items()},
-        "ringwatch_parts": {
+        "protocols": _protocols(),
+    }
+    if args.protocol in ("unlabelled", "both"):
+        # ringwatch's own parts, for the record (flag at the same REVIEW threshold).
+        usage, graph = risk_of("usage_risk"), risk_of("graph_risk")
+        parts: dict[str, Scorer] = {
+            "usage_risk": (usage, lambda sid: usage.get(sid, 0.0) >= review),
+            "graph_risk": (graph, lambda sid: graph.get(sid, 0.0) >= review),
+        }
+        metrics = evaluate_all(truth, labelled, scorers)
+        part_metrics = evaluate_all(truth, labelled, parts)
+        result["metrics"] = {g: {s: m.row() for s, m in by.items()} for g, by in metrics.items()}
+        result["ringwatch_parts"] = {
             g: {s: m.row() for s, m in by.items()} for g, by in part_metrics.items()
+        }
+    if heldout_wanted:
+        result["heldout"] = heldout(args, exported, truth, rows, labelled, scorers, review)
+        result["heldout"]["export_s"] = export_s
+    return result
+
+
+def _protocols() -> dict[str, str]:
+    """The protocol paragraphs of this module's docstring, by name."""
+    out = {}
+    for paragraph in (__doc__ or "").split("\n\n"):
+        if paragraph.startswith("Protocol "):
+            name = paragraph.split('"', 2)[1]
+            out[name] = " ".join(paragraph.split())
+    return out
+
+
+# ---------------------------------------------------------------------------- held-out rings
+
+NO_LABELLED_MATE = "overall, no labelled fraud in its group"
+
+
+def heldout(
+    args: argparse.Namespace,
+    exported: Any,
+    truth: Sequence[GroundTruth],
+    rows: Mapping[str, Mapping[str, Any]],
+    labelled: set[str],
+    baselines: Mapping[str, Scorer],
+    review: float,
+) -> dict[str, Any]:
+    """Protocol "heldout": (d) and (e) trained per rotation of whole-component folds, every
+    scorer evaluated on the test folds' unlabelled subscribers."""
+    from bench.heldout import (
+        HeldOutScores,
+        Rotation,
+        assign_folds,
+        bootstrap_differences,
+        component_groups,
+        mean_interval,
+        train_gnn,
+        train_tabular,
+    )
+    from ringwatch.graph.gnn_export import SUBSCRIBER, SUBSCRIBER_FEATURES
+
+    kinds: list[str] = list(args.gnn_models)
+    ids: list[str] = list(exported.subscriber_ids)
+    truth_of = {t.subscriber_id: t for t in truth}
+    y = np.array([int(truth_of[sid].is_fraud) for sid in ids], dtype=np.int64)
+    groups = component_groups(
+        ids,
+        {sid: rows[sid]["component_id"] for sid in ids},
+        {sid: truth_of[sid].ring_id for sid in ids},
+    )
+    fold_of = assign_folds(groups, y, args.folds, args.split_seed)
+    x = exported.data[SUBSCRIBER].x.numpy().astype(np.float64)
+    shared_ip = _ip_neighbours(exported)
+
+    names = ("tabular", *kinds, "gnn")
+    probability: dict[str, dict[str, float]] = {name: {} for name in names}
+    ranking: dict[str, dict[str, float]] = {name: {} for name in names}
+    rotations: list[dict[str, Any]] = []
+    evaluated: set[str] = set()
+    for number in range(args.rotations):
+        rotation = Rotation.of(fold_of, number, args.folds)
+        test_ids = [ids[i] for i in np.flatnonzero(rotation.test)]
+        trained: dict[str, HeldOutScores] = {
+            "tabular": train_tabular(x, y, rotation, seed=args.model_seed)
+        }
+        for kind in kinds:
+            trained[kind] = train_gnn(
+                exported.data, SUBSCRIBER, y, rotation, kind=kind, seed=args.model_seed,
+                epochs=args.epochs,
+            )  # fmt: skip
+        # What `ringwatch train` compares: validation PR-AUC of the calibrated scores.
+        picked = max(kinds, key=lambda k: _or_minus_one(trained[k].detail["calibrated_val_pr_auc"]))
+        trained["gnn"] = trained[picked]
+        for name, scores in trained.items():
+            probability[name].update(zip(test_ids, scores.probability.tolist(), strict=True))
+            ranking[name].update(zip(test_ids, scores.ranking.tolist(), strict=True))
+        evaluated.update(test_ids)
+        test_index = np.flatnonzero(rotation.test)
+        train_index = set(np.flatnonzero(rotation.train).tolist())
+        linked = [i for i in test_index if shared_ip.get(int(i), set()) & train_index]
+        rotations.append(
+            {
+                "rotation": number,
+                "test_fold": number,
+                "validation_fold": (number + 1) % args.folds,
+                "sizes": rotation.sizes(y),
+                "picked": picked,
+                "models": {
+                    name: {"val_pr_auc": scores.val_pr_auc, **scores.detail}
+                    for name, scores in trained.items()
+                    if name != "gnn"
+                },
+                "test_sharing_an_ip_with_training": len(linked),
+                "test_fraud_sharing_an_ip_with_training": int(y[linked].sum()) if linked else 0,
+            }
+        )
+        console.print(
+            f"rotation {number + 1}/{args.rotations}: "
+            + ", ".join(
+                f"{name} val PR-AUC {scores.val_pr_auc:.3f}"
+                for name, scores in trained.items()
+                if name != "gnn"
+            )
+            + f"; picked {picked}"
+        )
+
+    # PR-AUC of the models on their Platt log-odds (their own ranking, see `HeldOutScores`),
+    # flags on the probability ringwatch would serve.
+    scorers: dict[str, Scorer] = dict(baselines)
+    served: dict[str, Scorer] = {}
+    for name in names:
+        flag = _at_least(probability[name], review)
+        scorers[name] = (ranking[name], flag)
+        served[name] = (probability[name], flag)
+    fraud_groups = {int(groups[i]) for i, sid in enumerate(ids) if rows[sid]["label"] == "fraud"}
+    no_mate = {sid for i, sid in enumerate(ids) if int(groups[i]) not in fraud_groups}
+    metrics = evaluate_all(
+        truth, labelled, scorers, include=evaluated, subsets={NO_LABELLED_MATE: no_mate}
+    )
+    served_metrics = evaluate_all(
+        truth, labelled, served, include=evaluated, subsets={NO_LABELLED_MATE: no_mate}
+    )
+    # Per rotation (each test fold alone, one model each): no pooling of scores across models.
+    per_rotation: dict[str, dict[str, list[float]]] = {}
+    for number in range(args.rotations):
+        fold = {ids[i] for i in np.flatnonzero(fold_of == number)}
+        by_group = evaluate_all(
+            truth, labelled, scorers, include=fold, subsets={NO_LABELLED_MATE: no_mate}
+        )
+        for group, by in by_group.items():
+            for name, m in by.items():
+                per_rotation.setdefault(group, {}).setdefault(name, []).append(m.pr_auc)
+    # Cluster-bootstrap intervals of the per-rotation mean PR-AUC difference of each GNN
+    # against (c) and (d): each rotation's test fold is resampled by whole groups.
+    pairs = [(g, other) for g in (*kinds, "gnn") for other in ("merged", "tabular")]
+    group_of = {sid: int(groups[i]) for i, sid in enumerate(ids)}
+    draws: dict[str, dict[tuple[str, str], list[np.ndarray]]] = {}
+    started = time.perf_counter()
+    for number in range(args.rotations):
+        fold = {ids[i] for i in np.flatnonzero(fold_of == number)}
+        cases = evaluation_cases(truth, labelled, include=fold, subsets={NO_LABELLED_MATE: no_mate})
+        for group, members in cases.items():
+            labels = np.array([positive for _, positive in members], dtype=bool)
+            arrays = {
+                name: np.array([scorers[name][0].get(sid, 0.0) for sid, _ in members])
+                for name in {n for pair in pairs for n in pair}
+            }
+            found = bootstrap_differences(
+                labels,
+                np.array([group_of[sid] for sid, _ in members]),
+                arrays,
+                pairs,
+                draws=args.bootstrap,
+                seed=args.split_seed + number,
+            )
+            for pair, values in found.items():
+                draws.setdefault(group, {}).setdefault(pair, []).append(values)
+    intervals = {
+        group: {f"{a}-{b}": list(mean_interval(by[(a, b)])) for a, b in pairs}
+        for group, by in draws.items()
+    }
+    bootstrap_s = time.perf_counter() - started
+    group_sizes = np.bincount(groups)
+    return {
+        "folds": args.folds,
+        "rotations_run": args.rotations,
+        "split_seed": args.split_seed,
+        "model_seed": args.model_seed,
+        "gnn_models": kinds,
+        "epochs": args.epochs,
+        "features": list(SUBSCRIBER_FEATURES),
+        "groups": int(group_sizes.size),
+        "largest_group": int(group_sizes.max()),
+        "fold_sizes": {
+            str(f): {"subscribers": int((fold_of == f).sum()), "fraud": int(y[fold_of == f].sum())}
+            for f in range(args.folds)
+        },
+        "evaluated_subscribers": len(evaluated),
+        "evaluated_unlabelled": len(evaluated - labelled),
+        "no_labelled_mate_unlabelled": len((no_mate & evaluated) - labelled),
+        "flag": f"calibrated probability >= {review} (REVIEW) for the models",
+        "model_pr_auc_on": "Platt log-odds of the raw score, fitted on validation (ranking)",
+        "rotations": rotations,
+        "metrics": {g: {s: m.row() for s, m in by.items()} for g, by in metrics.items()},
+        "served_probability_pr_auc": {
+            g: {s: m.pr_auc for s, m in by.items()} for g, by in served_metrics.items()
+        },
+        "pr_auc_per_rotation": per_rotation,
+        "bootstrap": {"draws": args.bootstrap, "seconds": bootstrap_s, "intervals": intervals},
+        "scores": {
+            sid: {
+                "fold": int(fold_of[i]),
+                "group": int(groups[i]),
+                "pattern": truth_of[sid].pattern,
+                "label": rows[sid]["label"],
+                **{name: scorers[name][0].get(sid) for name in scorers},
+                **{f"{name}_served": probability[name].get(sid) for name in names},
+            }
+            for i, sid in enumerate(ids)
         },
     }
+
+
+def _at_least(scores: Mapping[str, float], threshold: float) -> Callable[[str], bool]:
+    return lambda sid: scores.get(sid, 0.0) >= threshold
+
+
+def _or_minus_one(value: float | None) -> float:
+    return -1.0 if value is None or math.isnan(value) else value
+
+
+def _ip_neighbours(exported: Any) -> dict[int, set[int]]:
+    """Subscribers sharing a non-hub IP with each subscriber (the split ignores IPs, as
+    ringwatch's components do: households and offices share routers)."""
+    from ringwatch.graph.gnn_export import SUBSCRIBER
+
+    data = exported.data
+    edge_index = data[SUBSCRIBER, "USES_IP", "IP"].edge_index.numpy()
+    hub = data["IP"].hub.numpy()
+    users: dict[int, list[int]] = defaultdict(list)
+    for sub, ip in zip(edge_index[0].tolist(), edge_index[1].tolist(), strict=True):
+        if not hub[ip]:
+            users[ip].append(sub)
+    out: dict[int, set[int]] = defaultdict(set)
+    for subs in users.values():
+        if len(subs) > 1:
+            for sub in subs:
+                out[sub].update(s for s in subs if s != sub)
+    return out
 
 
 # --------------------------------------------------------------------------------- printing
 
 
-def _fmt(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.3f}"
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def _verdicts(metrics: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, str]:
@@ -537,7 +846,35 @@ def _verdicts(metrics: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[
     return verdicts
 
 
+def _gnn_verdicts(intervals: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, str]:
+    """The GNN `ringwatch train` would keep against the merged risk (c) and the tabular model
+    (d): better or worse when the bootstrap interval of the difference excludes 0, else ≈."""
+    verdicts = {}
+    for group, by in intervals.items():
+        words = []
+        for other in ("merged", "tabular"):
+            low, high = by[f"gnn-{other}"]
+            word = "better" if low > 0 else "worse" if high < 0 else "≈"
+            words.append(f"{HELDOUT_TITLES[other].split(' ', 1)[0]} {word}")
+        verdicts[group] = ", ".join(words)
+    return verdicts
+
+
+def _mean(values: Sequence[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return statistics.mean(kept) if kept else math.nan
+
+
+def _cells(by: Mapping[str, Mapping[str, float]], scorers: Sequence[str], bold: str) -> list[str]:
+    return [
+        f"{_fmt(by[s]['precision'])} / {_fmt(by[s]['recall'])} / "
+        + bold.format(_fmt(by[s]["pr_auc"]))
+        for s in scorers
+    ]
+
+
 def print_results(result: Mapping[str, Any]) -> None:
+    """The "unlabelled" protocol's table: (a)-(c) on every unlabelled subscriber."""
     metrics = result["metrics"]
     verdicts = _verdicts(metrics)
     table = Table(title="Detection quality on unlabelled subscribers (P / R at flag, PR-AUC)")
@@ -547,11 +884,7 @@ def print_results(result: Mapping[str, Any]) -> None:
         table.add_column(SCORER_TITLES[scorer], justify="right")
     table.add_column("merged beats both")
     for group, by in metrics.items():
-        cells = [
-            f"{_fmt(by[s]['precision'])} / {_fmt(by[s]['recall'])} / "
-            f"[bold]{_fmt(by[s]['pr_auc'])}[/]"
-            for s in SCORERS
-        ]
+        cells = _cells(by, SCORERS, "[bold]{}[/]")
         table.add_row(group, f"{by['merged']['positives']:,}", *cells, verdicts[group])
     console.print(table)
     parts = result["ringwatch_parts"]
@@ -565,13 +898,94 @@ def print_results(result: Mapping[str, Any]) -> None:
     print(header + " | Merged beats both |")
     print("|---|---|" + "---|" * len(SCORERS) + "---|")
     for group, by in metrics.items():
-        cells = [
-            f"{_fmt(by[s]['precision'])} / {_fmt(by[s]['recall'])} / **{_fmt(by[s]['pr_auc'])}**"
-            for s in SCORERS
-        ]
+        cells = _cells(by, SCORERS, "**{}**")
         print(
             f"| {group} | {by['merged']['positives']:,} | {' | '.join(cells)} | {verdicts[group]} |"
         )
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    kept = [v for v in values if not math.isnan(v)]
+    if not kept:
+        return "n/a"
+    sd = statistics.stdev(kept) if len(kept) > 1 else 0.0
+    return f"{statistics.mean(kept):.3f} ± {sd:.3f}"
+
+
+def _rotation_wins(by: Mapping[str, Sequence[float]], other: str) -> str:
+    """Rotations in which the picked GNN's PR-AUC is above / equal to / below `other`'s."""
+    pairs = [(g, o) for g, o in zip(by["gnn"], by[other], strict=True)
+             if not (math.isnan(g) or math.isnan(o))]  # fmt: skip
+    better = sum(1 for g, o in pairs if g > o)
+    worse = sum(1 for g, o in pairs if g < o)
+    return f"{better}/{len(pairs) - better - worse}/{worse}"
+
+
+def print_heldout(result: Mapping[str, Any]) -> None:
+    """The "heldout" protocol's tables: (a)-(e) on the test folds' unlabelled subscribers."""
+    held = result["heldout"]
+    metrics = held["metrics"]
+    per_rotation = held["pr_auc_per_rotation"]
+    scorers = [s for s in HELDOUT_SCORERS if s in metrics["overall"]]
+    verdicts = _gnn_verdicts(held["bootstrap"]["intervals"])
+    table = Table(title="Held-out rings: PR-AUC per rotation (mean over the test folds)")
+    table.add_column("pattern")
+    table.add_column("pos", justify="right")
+    for scorer in scorers:
+        table.add_column(HELDOUT_TITLES[scorer], justify="right")
+    table.add_column("GNN vs (c), (d)")
+    for group, by in per_rotation.items():
+        cells = [_fmt(_mean(by[s])) for s in scorers]
+        positives = metrics[group]["merged"]["positives"]
+        table.add_row(group, f"{positives:,}", *cells, verdicts[group])
+    console.print(table)
+    picked = [r["picked"] for r in held["rotations"]]
+    console.print(f"picked per rotation: {', '.join(picked)}")
+
+    console.print("\nMarkdown (PR-AUC per rotation, mean ± standard deviation):\n")
+    print("| Pattern | Positives | " + " | ".join(HELDOUT_TITLES[s] for s in scorers)
+          + " | GNN (as picked) against (c), (d) | Rotations better/equal/worse |")  # fmt: skip
+    print("|---|---|" + "---|" * len(scorers) + "---|---|")
+    for group, by in per_rotation.items():
+        positives = metrics[group]["merged"]["positives"]
+        cells = [_mean_sd(by[s]) for s in scorers]
+        wins = f"(c) {_rotation_wins(by, 'merged')}, (d) {_rotation_wins(by, 'tabular')}"
+        print(f"| {group} | {positives:,} | {' | '.join(cells)} | {verdicts[group]} | {wins} |")
+    intervals = held["bootstrap"]["intervals"]
+    pairs = list(next(iter(intervals.values())))
+    console.print(
+        "\nMarkdown (difference of the per-rotation mean PR-AUC, 95 % cluster-bootstrap "
+        f"interval, {held['bootstrap']['draws']} draws per rotation):\n"
+    )
+    print("| Pattern | " + " | ".join(pairs) + " |")
+    print("|---|" + "---|" * len(pairs))
+    for group, by in intervals.items():
+        cells = []
+        for pair in pairs:
+            a, b = pair.split("-")
+            difference = _mean(per_rotation[group][a]) - _mean(per_rotation[group][b])
+            low, high = by[pair]
+            cells.append(f"{difference:+.3f} [{low:+.3f}, {high:+.3f}]")
+        print(f"| {group} | {' | '.join(cells)} |")
+    console.print("\nMarkdown (PR-AUC pooled over the test folds):\n")
+    print("| Pattern | Positives | " + " | ".join(HELDOUT_TITLES[s] for s in scorers) + " |")
+    print("|---|---|" + "---|" * len(scorers))
+    for group, by in metrics.items():
+        cells = [_fmt(by[s]["pr_auc"]) for s in scorers]
+        print(f"| {group} | {by['merged']['positives']:,} | {' | '.join(cells)} |")
+    served = held["served_probability_pr_auc"]
+    models = [s for s in scorers if s in served["overall"]]
+    console.print("\nMarkdown (PR-AUC pooled, of the served calibrated probability):\n")
+    print("| Pattern | " + " | ".join(HELDOUT_TITLES[s] for s in models) + " |")
+    print("|---|" + "---|" * len(models))
+    for group, by in served.items():
+        print(f"| {group} | {' | '.join(_fmt(by[s]) for s in models)} |")
+    console.print("\nMarkdown (precision / recall at each flag, pooled):\n")
+    print("| Pattern | " + " | ".join(HELDOUT_TITLES[s] for s in scorers) + " |")
+    print("|---|" + "---|" * len(scorers))
+    for group, by in metrics.items():
+        cells = [f"{_fmt(by[s]['precision'])} / {_fmt(by[s]['recall'])}" for s in scorers]
+        print(f"| {group} | {' | '.join(cells)} |")
 
 
 def main() -> None:
@@ -599,7 +1013,38 @@ def main() -> None:
     parser.add_argument("--pagecache", default="2g")
     parser.add_argument("--writers", type=int, default=2, help="Backfill writer threads.")
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument(
+        "--protocol",
+        choices=("both", "unlabelled", "heldout"),
+        default="both",
+        help="unlabelled: (a)-(c) on every unlabelled subscriber (the first published table); "
+        "heldout: (a)-(e) on held-out folds of whole components; both (default).",
+    )
+    parser.add_argument("--folds", type=int, default=5, help="Folds of whole components.")
+    parser.add_argument(
+        "--rotations",
+        type=int,
+        default=None,
+        help="Rotations to run (test fold k, validation fold k+1); default all folds. "
+        "1 is a single 60/20/20 split with five folds.",
+    )
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--model-seed", type=int, default=0)
+    parser.add_argument(
+        "--bootstrap", type=int, default=500, help="Cluster-bootstrap draws for the intervals."
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="GNN epoch cap (default: TrainConfig's)."
+    )
+    parser.add_argument(
+        "--gnn-models", nargs="+", default=["sage", "camouflage"], choices=("sage", "camouflage")
+    )
     args = parser.parse_args()
+    if args.folds < 3:
+        parser.error("--folds must be at least 3 (train, validation and test)")
+    args.rotations = args.folds if args.rotations is None else args.rotations
+    if not 1 <= args.rotations <= args.folds:
+        parser.error("--rotations must be between 1 and --folds")
     args.command = "python -m bench.quality " + " ".join(
         f"--{k.replace('_', '-')} {v}"
         for k, v in (
@@ -616,13 +1061,17 @@ def main() -> None:
     path = save("quality", result)
     hw = hardware()
     console.print(f"\nhardware: {hw['cpu']}, {hw['cores']} cores, {hw['memory']}")
+    analysis = result["analysis_median_s"]
     console.print(
         f"{result['subscribers']:,} subscribers, {result['labelled_excluded']:,} labelled and "
-        f"excluded; analysis {result['analysis_median_s']:.0f} s (median of "
-        f"{len(result['analysis'])}); IsolationForest features: "
-        f"{result['forest']['feature_source']}"
+        "excluded; analysis "
+        + (f"{analysis:.0f} s (median of {len(result['analysis'])})" if analysis else "reused")
+        + f"; IsolationForest features: {result['forest']['feature_source']}"
     )
-    print_results(result)
+    if "metrics" in result:
+        print_results(result)
+    if "heldout" in result:
+        print_heldout(result)
     console.print(f"saved {path}")
 
 
