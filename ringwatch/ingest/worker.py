@@ -112,6 +112,8 @@ class IngestWorker:
         self.backoff_max_s = backoff_max_s
         self.idle_exit_s = idle_exit_s
         self.stats = IngestStats()
+        # Next offsets of a stored batch whose commit a rebalance refused (see _commit).
+        self._lost_offsets: dict[tuple[str, int], int] = {}
 
     def run(self, should_stop: Callable[[], bool]) -> IngestStats:
         self.consumer.subscribe(list(self.topics))
@@ -125,7 +127,9 @@ class IngestWorker:
                 if messages:
                     self.process(messages, should_stop)
                     last_message = time.monotonic()
-                elif self.idle_exit_s is not None:
+                    continue
+                self._commit_lost_offsets()
+                if self.idle_exit_s is not None:
                     quiet_since = last_message if last_message is not None else started
                     wait = (
                         self.idle_exit_s
@@ -177,22 +181,44 @@ class IngestWorker:
             # The rejects must be safe on the dead-letter topic before their offsets move on.
             self.dead_letters.flush()
             self.stats.dead_letters += len(letters)
-        try:
-            self.consumer.commit(
-                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in sorted(offsets.items())],
-                asynchronous=False,
-            )
-        except KafkaException as exc:
-            # The group rebalanced while the batch was being written: the partitions may now be
-            # another worker's, which will deliver the batch again. It is already stored, and a
-            # second delivery changes nothing, so this is not an error.
-            if not (exc.args and exc.args[0].code() in _REBALANCE_ERRORS):
-                raise
-            self.stats.commits_lost_to_rebalance += 1
-            log.info("offsets not committed (group rebalanced); the batch will be redelivered")
+        next_offsets = {key: offset + 1 for key, offset in offsets.items()}
+        self._commit({**self._still_assigned(self._lost_offsets), **next_offsets})
         self.stats.batches += 1
         self.stats.record_latencies(messages, time.time() * 1000)
         return True
+
+    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit the next offsets to read; a commit lost to a rebalance is kept for later."""
+        self._lost_offsets = {}
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            # The group rebalanced while the batch was being written. A partition that moved
+            # to another worker is delivered again from its committed offset (already stored,
+            # and a second delivery changes nothing). A partition that stayed here is already
+            # read past the batch, so nothing would commit it until its next message: keep the
+            # offsets and commit them once the rebalance is over.
+            if not (exc.args and exc.args[0].code() in _REBALANCE_ERRORS):
+                raise
+            self._lost_offsets = offsets
+            self.stats.commits_lost_to_rebalance += 1
+            log.info("offsets not committed (group rebalanced); retrying after the rebalance")
+
+    def _still_assigned(self, offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        # A partition now another worker's must not get this worker's older offset.
+        if not offsets:
+            return {}
+        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        return {key: offset for key, offset in offsets.items() if key in assigned}
+
+    def _commit_lost_offsets(self) -> None:
+        if self._lost_offsets:
+            self._commit(self._still_assigned(self._lost_offsets))
 
     def _after_write(self, events: Sequence[PreparedEvent], result: WriteResult) -> None:
         assert self.after_write is not None

@@ -22,6 +22,10 @@ from tests.unit.fakes import RecordingRunner
 class FakeConsumer:
     commit_error: KafkaException | None = None
     commits: list[list[TopicPartition]] = field(default_factory=list)
+    assigned: list[TopicPartition] = field(default_factory=list)
+
+    def assignment(self) -> list[TopicPartition]:
+        return self.assigned
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
         if self.commit_error is not None:
@@ -56,9 +60,13 @@ def _worker(consumer: FakeConsumer, letters: FakeDeadLetters) -> IngestWorker:
     )
 
 
-def _message(offset: int, payload: dict[str, Any] | bytes) -> Message:
+def _message(offset: int, payload: dict[str, Any] | bytes, partition: int = 0) -> Message:
     value = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return Message(topic="identity", partition=0, offset=offset, key=b"s1", value=value)
+    return Message(topic="identity", partition=partition, offset=offset, key=b"s1", value=value)
+
+
+def _committed(consumer: FakeConsumer) -> list[list[tuple[int, int]]]:
+    return [[(tp.partition, tp.offset) for tp in commit] for commit in consumer.commits]
 
 
 def test_offsets_are_committed_after_the_write_and_past_the_last_message() -> None:
@@ -84,6 +92,33 @@ def test_a_commit_lost_to_a_rebalance_is_not_fatal() -> None:
     worker = _worker(consumer, letters)
     assert worker.process([_message(1, identity("e1", "s1"))], lambda: False)
     assert worker.stats.commits_lost_to_rebalance == 1
+
+
+def test_a_lost_commit_is_retried_for_partitions_that_stayed_assigned() -> None:
+    lost = KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+    consumer, letters = FakeConsumer(commit_error=lost), FakeDeadLetters()
+    worker = _worker(consumer, letters)
+    batch = [_message(4, identity("e1", "s1")), _message(9, identity("e2", "s2"), partition=1)]
+    assert worker.process(batch, lambda: False)
+    assert consumer.commits == []
+    # The rebalance is over: partition 0 stayed here, partition 1 moved to another worker.
+    consumer.commit_error = None
+    consumer.assigned = [TopicPartition("identity", 0)]
+    worker._commit_lost_offsets()
+    assert _committed(consumer) == [[(0, 5)]]
+    worker._commit_lost_offsets()  # nothing left to retry
+    assert len(consumer.commits) == 1
+
+
+def test_a_lost_commit_rides_along_with_the_next_batch() -> None:
+    lost = KafkaException(KafkaError(KafkaError.ILLEGAL_GENERATION))
+    consumer, letters = FakeConsumer(commit_error=lost), FakeDeadLetters()
+    consumer.assigned = [TopicPartition("identity", 0), TopicPartition("identity", 1)]
+    worker = _worker(consumer, letters)
+    assert worker.process([_message(4, identity("e1", "s1"))], lambda: False)
+    consumer.commit_error = None
+    assert worker.process([_message(9, identity("e2", "s2"), partition=1)], lambda: False)
+    assert _committed(consumer) == [[(0, 5), (1, 10)]]
 
 
 def test_other_commit_failures_stop_the_worker() -> None:
