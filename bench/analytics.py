@@ -253,7 +253,8 @@ def _statement_names(tracker: LiveRingTracker) -> dict[str, str]:
     }
     for kind, statement in writer_module._LINK_STATEMENTS.items():
         names[statement] = f"link {kind.value}"
-    names[tracker.query] = "_LIVE_NEIGHBOURS"
+    names[tracker.query] = "_LIVE_NEIGHBOURS (with the lock)"
+    names[tracker.walk_query] = "_LIVE_NEIGHBOURS (walk further)"
     return names
 
 
