@@ -6,7 +6,10 @@ validation nodes:
 
 - **Platt** scaling (a one-feature logistic regression on the logit) when validation is small
   (fewer than `ISOTONIC_MIN_PER_CLASS` nodes of either class): two parameters, smooth, monotone.
-- **Isotonic** regression otherwise: monotone, no shape assumed, needs more data.
+- **Isotonic** regression otherwise: monotone, no shape assumed, needs more data. Its steps
+  would give every node on one step the same probability, throwing away the model's ranking
+  within the step (which costs PR-AUC and leaves analysts ties to sort); a `TIE_BREAK`-sized
+  share of the logit's sigmoid keeps the order, moving no probability by more than that.
 
 Both are stored as plain numbers (no pickles) and applied with NumPy.
 """
@@ -23,6 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from ringwatch.models.exceptions import ModelError
 
 ISOTONIC_MIN_PER_CLASS = 100
+TIE_BREAK = 1e-4
 Method = Literal["auto", "platt", "isotonic"]
 
 
@@ -39,7 +43,8 @@ class Calibrator:
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         logits = np.asarray(logits, dtype=np.float64)
         if self.method == "isotonic":
-            out = np.interp(logits, self.x, self.y)
+            step = np.interp(logits, self.x, self.y)
+            out = (1.0 - TIE_BREAK) * step + TIE_BREAK / (1.0 + np.exp(-logits))
         else:
             out = 1.0 / (1.0 + np.exp(-(self.coef * logits + self.intercept)))
         return np.asarray(np.clip(out, 0.0, 1.0))

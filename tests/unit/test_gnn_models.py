@@ -20,7 +20,7 @@ from ringwatch.config import ModelsConfig
 from ringwatch.graph.gnn_export import export_graph
 from ringwatch.graph.gnn_run import train_from_graph
 from ringwatch.models.anomaly import fit_anomaly
-from ringwatch.models.calibration import fit_calibrator
+from ringwatch.models.calibration import TIE_BREAK, fit_calibrator
 from ringwatch.models.data import NodeTask, connected_groups, group_split
 from ringwatch.models.exceptions import ModelError
 from ringwatch.models.nets import HeteroSAGE
@@ -209,6 +209,19 @@ def test_calibration_gives_probabilities_matching_observed_rates(method: str) ->
         assert abs(float(fitted[half].mean()) - float(labels[half].mean())) < 0.02
     again = type(calibrator).from_dict(calibrator.to_dict())
     assert np.allclose(again(logits), fitted)
+
+
+def test_isotonic_calibration_keeps_the_models_order_within_a_step() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=2000) * 2
+    labels = (rng.random(2000) < 1 / (1 + np.exp(-logits))).astype(np.int64)
+    calibrator = fit_calibrator(logits, labels, "isotonic")
+    ordered = np.sort(logits)
+    served = calibrator(ordered)
+    assert bool(np.all(np.diff(served) > 0))  # no ties: higher logit, higher probability
+    steps = np.interp(ordered, calibrator.x, calibrator.y)
+    assert float(np.abs(served - steps).max()) <= TIE_BREAK  # calibration all but unchanged
+    assert float(served.min()) >= 0.0 and float(served.max()) <= 1.0
 
 
 def test_calibration_needs_both_classes() -> None:
