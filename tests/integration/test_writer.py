@@ -8,7 +8,7 @@ from typing import Any
 
 from ringwatch.graph.db import Neo4jRunner
 from ringwatch.graph.schema import migrate
-from ringwatch.graph.usage import usage_windows
+from ringwatch.graph.usage import Window, usage_windows
 from ringwatch.graph.writer import GraphWriter
 from tests.factories import T0, identity, label, prepared, transaction
 
@@ -127,6 +127,41 @@ def test_usage_windows_are_exact_across_batches_and_redelivery(graph: Neo4jRunne
     assert [(d.day.day, d.count, d.spend) for d in usage.daily] == [(31, 1, 70.0), (1, 6, 590.0)]
     buckets = graph.read("MATCH (:Subscriber {id: 's1'})-[:HAS_USAGE]->(b) RETURN count(b) AS n")
     assert buckets == [{"n": 2}]
+
+
+def test_usage_windows_count_night_calls_and_distinct_devices_ips_and_counterparties(
+    graph: Neo4jRunner,
+) -> None:
+    writer = _writer(graph)
+    phone_a, phone_b = "490154203237518", "356938035643809"
+    writer.write(prepared(
+        # 02:00 the same day: a night call, inside 24 h, outside 1 h.
+        transaction("n1", "s1", type="call", hours=-10, duration_s=120.0, device=phone_a,
+                    ip="198.51.100.7"),
+        transaction("n2", "s1", type="sms", hours=-9, device=phone_a, ip="198.51.100.7",
+                    counterparty={"kind": "number", "id": "+12015550999"}),
+        transaction("d1", "s1", type="call", hours=1.5, duration_s=3.0, device=phone_b,
+                    ip="203.0.113.9"),
+        # Eight days before: 30 d only.
+        transaction("o1", "s1", type="transfer", hours=-200, amount=75.0, device=phone_b,
+                    counterparty={"kind": "subscriber", "id": "s9"}),
+        # After the end of the windows: in none.
+        transaction("f1", "s1", type="payment", hours=3, amount=999.0),
+    ))  # fmt: skip
+    windows = usage_windows(graph, "s1", T0 + timedelta(hours=2)).windows
+
+    def shape(name: str) -> tuple[int, int, int, int, int, int, int, int]:
+        w = windows[name]
+        return (w.count, w.calls, w.short_calls, w.night_calls, w.sms, w.distinct_devices,
+                w.distinct_ips, w.distinct_counterparties)  # fmt: skip
+
+    assert shape("1h") == (1, 1, 1, 0, 0, 1, 1, 1)
+    assert shape("24h") == (3, 2, 1, 1, 1, 2, 2, 2)
+    assert shape("7d") == shape("24h")
+    assert shape("30d") == (4, 2, 1, 1, 1, 2, 2, 3)
+    assert windows["30d"].spend == 75.0 and windows["7d"].spend == 0.0
+    # A subscriber with nothing in the windows gets all-zero windows, not missing ones.
+    assert vars(usage_windows(graph, "nobody", T0).windows["30d"]) == vars(Window())
 
 
 def test_status_and_label_follow_the_newest_event_in_any_arrival_order(

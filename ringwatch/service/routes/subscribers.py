@@ -8,7 +8,7 @@ from typing import Annotated, Any, LiteralString
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from ringwatch.graph.usage import usage_windows
+from ringwatch.graph.usage import window_totals
 from ringwatch.service.deps import Graph
 from ringwatch.service.errors import not_found
 from ringwatch.service.routes.common import ID_PATTERN, ReasonOut, native, reasons_out
@@ -110,7 +110,7 @@ def profile(
     end = as_of or native(s.get("last_seen")) or datetime.now(UTC)
     if end.tzinfo is None:
         end = end.replace(tzinfo=UTC)
-    windows = usage_windows(graph, subscriber_id, end).windows
+    windows = window_totals(graph, subscriber_id, end)
     return SubscriberProfile(
         id=s["id"],
         status=s.get("status"),
@@ -160,7 +160,10 @@ _EXPAND_SUBSCRIBERS: LiteralString = (
 )
 _EXPAND_IDENTIFIERS: LiteralString = (
     "UNWIND $rows AS row\n"
-    f"MATCH (i {{id: row.id}})<-[l:{LINKS}]-(s:Subscriber) WHERE type(l) = row.rel\n"
+    # Reached through the (indexed) subscriber that led to it: identifier labels differ by kind.
+    f"MATCH (:Subscriber {{id: row.via}})-[via:{LINKS}]->(i {{id: row.id}})\n"
+    "WHERE type(via) = row.rel\n"
+    f"MATCH (i)<-[l:{LINKS}]-(s:Subscriber) WHERE type(l) = row.rel\n"
     "WITH row, s ORDER BY s.id LIMIT 1000000\n"
     "WITH row, collect(s {.id, .risk, .priority, .ring_id, .status})[..$fanout] AS users\n"
     "RETURN row.id AS identifier, row.rel AS rel, users"
@@ -246,7 +249,7 @@ def network(
                                  "subscribers not expanded")  # fmt: skip
                     truncated = True
             elif ident not in seen_identifiers:
-                to_expand.append({"rel": row["rel"], "id": row["identifier"]})
+                to_expand.append({"rel": row["rel"], "id": row["identifier"], "via": row["sid"]})
             seen_identifiers.add(ident)
         next_frontier: list[str] = []
         if to_expand:
