@@ -11,6 +11,7 @@ laptop (no Neo4j password, the development API key salt, unsigned webhooks).
 from __future__ import annotations
 
 import json
+import os
 import string
 from enum import StrEnum
 from functools import lru_cache
@@ -161,6 +162,16 @@ class ApiConfig(_Frozen):
     api_key_pepper: SecretStr = SecretStr(DEV_API_KEY_PEPPER)
     max_request_bytes: int = Field(default=1_000_000, ge=1024)
     apply_schema_on_start: bool = True
+    request_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=200,
+        description="Requests handled at once (default twice the CPU count); more wait their "
+        "turn. See docs/benchmarks.md (API).",
+    )
+
+    def request_thread_count(self) -> int:
+        return self.request_threads or 2 * (os.cpu_count() or 2)
 
 
 PriorityName = Literal["P1", "P2", "P3", "P4"]

@@ -80,6 +80,7 @@ TRAVEL_NEW_IP_SPEND_SHARE = 0.2
 
 _DAY_MS = 86_400_000
 _HOUR_MS = 3_600_000
+_MS = timedelta(milliseconds=1)
 _SPEND_KINDS = sorted(SPEND_KINDS)
 _OUTGOING_KINDS = ["call", "sms"]
 
@@ -205,25 +206,45 @@ SET s.usage_risk = row.risk,
 """
 
 # One subscriber's transactions of the last 31 days: everything real-time scoring needs.
-_RECENT_TRANSACTIONS = """
-MATCH (t:Transaction)
-WHERE t.subscriber_id = $sid
-  AND t.ts > datetime({epochMillis: $since}) AND t.ts <= datetime({epochMillis: $as_of})
-OPTIONAL MATCH (t)-[:TO]->(c)
-RETURN t.ts.epochMillis AS ts, t.kind AS kind, t.amount AS amount, t.data_mb AS data_mb,
-       t.duration_s AS duration_s, t.direction AS direction, t.lat AS lat, t.lon AS lon,
-       t.country AS country, c.id AS counterparty
-ORDER BY ts
-"""
-
-_FIRST_ACTIVITY = """
+# Everything one real-time score needs, in one round trip: when the account and its activity
+# started; per-day totals over the baseline, summed by the server (a row a day, not a row a
+# transaction); and the transactions themselves only where the rules look at each one (bursts,
+# destinations, travel): the last day, plus the travel look-behind before it.
+_SUBSCRIBER_EVIDENCE = """
 MATCH (s:Subscriber {id: $sid})
 OPTIONAL CALL (s) {
   MATCH (t:Transaction) WHERE t.subscriber_id = s.id AND t.ts IS NOT NULL
   RETURN t.ts AS first ORDER BY t.ts LIMIT 1
 }
+CALL (s) {
+  OPTIONAL MATCH (t:Transaction)
+  WHERE t.subscriber_id = s.id
+    AND t.ts > datetime({epochMillis: $since}) AND t.ts <= datetime({epochMillis: $as_of})
+  WITH t, t.ts.epochMillis AS ts, t.kind = 'call' AS is_call
+  WITH -(($as_of - ts) / $day_ms) AS period,
+       count(t) AS count,
+       sum(CASE WHEN t.kind IN $spend_kinds THEN coalesce(t.amount, 0.0) ELSE 0.0 END) AS spend,
+       sum(coalesce(t.data_mb, 0.0)) AS data_mb,
+       sum(CASE WHEN is_call THEN 1 ELSE 0 END) AS calls,
+       sum(CASE WHEN is_call AND coalesce(t.duration_s, 0.0) < $short_call_s
+                THEN 1 ELSE 0 END) AS short_calls,
+       sum(CASE WHEN is_call AND (ts % $day_ms) / $hour_ms IN $night_hours
+                THEN 1 ELSE 0 END) AS night_calls
+  WHERE period IS NOT NULL
+  RETURN collect([period, count, spend, data_mb, calls, short_calls, night_calls]) AS days
+}
+CALL (s) {
+  OPTIONAL MATCH (t:Transaction)
+  WHERE t.subscriber_id = s.id
+    AND t.ts > datetime({epochMillis: $recent_since})
+    AND t.ts <= datetime({epochMillis: $as_of})
+  OPTIONAL MATCH (t)-[:TO]->(c)
+  WITH t, c ORDER BY t.ts
+  RETURN collect(CASE WHEN t IS NOT NULL THEN [t.ts.epochMillis, t.kind, t.direction, t.lat,
+                                               t.lon, t.country, c.id] END) AS recent
+}
 RETURN coalesce(s.created_at, s.first_seen).epochMillis AS account_start,
-       first.epochMillis AS first_activity
+       first.epochMillis AS first_activity, days, recent
 """
 
 
@@ -600,47 +621,47 @@ def usage_features_for(
     """The evidence of one subscriber for the 24 h up to `as_of`; None if it is unknown."""
     as_of = as_of.astimezone(UTC)
     as_of_ms = _ms(as_of)
-    first = runner.read(_FIRST_ACTIVITY, {"sid": subscriber_id})
-    if not first:
-        return None
-    since_ms = as_of_ms - (BASELINE_DAYS + 1) * _DAY_MS
-    rows = _rows(
+    window_start_ms = as_of_ms - _DAY_MS
+    found = _rows(
         runner,
-        _RECENT_TRANSACTIONS,
-        {"sid": subscriber_id, "since": since_ms, "as_of": as_of_ms},
+        _SUBSCRIBER_EVIDENCE,
+        {
+            "sid": subscriber_id,
+            "since": as_of_ms - (BASELINE_DAYS + 1) * _DAY_MS,
+            # The travel rule looks back to the last located transaction at most this far.
+            "recent_since": window_start_ms - TRAVEL_LOOKBEHIND // _MS - 1,
+            "as_of": as_of_ms,
+            "day_ms": _DAY_MS,
+            "hour_ms": _HOUR_MS,
+            "spend_kinds": sorted(SPEND_KINDS),
+            "short_call_s": SHORT_CALL_S,
+            "night_hours": list(NIGHT_HOURS),
+        },
     )
-    totals: dict[int, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0, 0, 0])
+    if not found:
+        return None
+    evidence = found[0]
+    # period -> [transactions, spend, data MB, calls, short calls, night calls]
+    totals: dict[int, list[float]] = {int(day[0]): list(day[1:]) for day in evidence["days"]}
     burst_ts: list[int] = []
     destinations: set[str] = set()
     located: list[Located] = []
     last_before: Located | None = None
-    for row in rows:
-        ts = int(row["ts"])
-        period = _period(as_of_ms, ts)
-        kind = row["kind"]
-        day = totals[period]
-        day[0] += 1
-        if kind in SPEND_KINDS:
-            day[1] += float(row["amount"] or 0.0)
-        day[2] += float(row["data_mb"] or 0.0)
-        if kind == "call":
-            day[3] += 1
-            day[4] += int(float(row["duration_s"] or 0.0) < SHORT_CALL_S)
-            day[5] += int(_from_ms(ts).hour in NIGHT_HOURS)
-        if ts > as_of_ms - _DAY_MS - _HOUR_MS:
+    for ts, kind, direction, lat, lon, country, counterparty in evidence["recent"]:
+        if ts > window_start_ms - _HOUR_MS:
             burst_ts.append(ts)
         point = (
             None
-            if row["lat"] is None or row["lon"] is None
-            else Located(_from_ms(ts), float(row["lat"]), float(row["lon"]), row["country"])
+            if lat is None or lon is None
+            else Located(_from_ms(ts), float(lat), float(lon), country)
         )
-        if period == 0:
+        if ts > window_start_ms:
             if (
                 kind in _OUTGOING_KINDS
-                and (row["direction"] or "outgoing") == "outgoing"
-                and row["counterparty"] is not None
+                and (direction or "outgoing") == "outgoing"
+                and counterparty is not None
             ):
-                destinations.add(str(row["counterparty"]))
+                destinations.add(str(counterparty))
             if point is not None:
                 located.append(point)
         elif point is not None:
@@ -652,7 +673,7 @@ def usage_features_for(
         data_mb=[totals[p][2] for p in periods],
         call_days=[[p, int(totals[p][3]), int(totals[p][4]), int(totals[p][5])] for p in periods],
     )
-    first_activity = first[0]["first_activity"]
+    first_activity = evidence["first_activity"]
     history_start = (
         None
         if first_activity is None or int(first_activity) > as_of_ms
@@ -674,7 +695,7 @@ def usage_features_for(
         destinations=len(destinations),
         hop=fastest_hop(located),
     )
-    account_start = first[0]["account_start"]
+    account_start = evidence["account_start"]
     return build_features(
         subscriber_id,
         as_of,

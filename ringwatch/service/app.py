@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from anyio import to_thread
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -86,6 +87,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The endpoints are synchronous and run on worker threads. Each spends most of its time
+        # waiting for Neo4j, but the Python around it holds the interpreter lock: a few threads
+        # keep the server busy, and many more (AnyIO's default is 40) only add lock contention,
+        # so past saturation throughput falls instead of requests queueing.
+        to_thread.current_default_thread_limiter().total_tokens = (
+            settings.api.request_thread_count()
+        )
         driver = create_driver(settings.neo4j)
         runner = Neo4jRunner(driver, settings.neo4j.database)
         if settings.api.apply_schema_on_start:

@@ -126,3 +126,43 @@ def test_other_commit_failures_stop_the_worker() -> None:
     worker = _worker(FakeConsumer(commit_error=broken), FakeDeadLetters())
     with pytest.raises(KafkaException):
         worker.process([_message(1, identity("e1", "s1"))], lambda: False)
+
+
+@dataclass
+class QueueConsumer:
+    """Hands out what is queued; each of `arrivals` (one fetch) comes while the worker waits."""
+
+    queued: list[Message] = field(default_factory=list)
+    arrivals: list[list[Message]] = field(default_factory=list)
+    calls: list[tuple[int, float]] = field(default_factory=list)
+
+    def consume(self, num_messages: int, timeout: float) -> list[Message]:
+        self.calls.append((num_messages, timeout))
+        if not self.queued and timeout > 0 and self.arrivals:
+            self.queued.extend(self.arrivals.pop(0))
+        taken, self.queued = self.queued[:num_messages], self.queued[num_messages:]
+        return taken
+
+
+def _batching_worker(consumer: QueueConsumer, batch_size: int) -> IngestWorker:
+    worker = _worker(FakeConsumer(), FakeDeadLetters())
+    worker.consumer = consumer  # type: ignore[assignment]
+    worker.batch_size = batch_size
+    return worker
+
+
+def test_a_batch_is_what_is_waiting_without_a_poll_timeout() -> None:
+    consumer = QueueConsumer(queued=[_message(n, b"{}") for n in range(5)])
+    worker = _batching_worker(consumer, batch_size=3)
+    assert [m.offset() for m in worker.next_batch()] == [0, 1, 2]
+    assert [m.offset() for m in worker.next_batch()] == [3, 4]
+    assert consumer.calls == [(3, 0), (3, 0)]
+
+
+def test_with_nothing_waiting_the_first_arrival_is_handed_over_with_what_came_with_it() -> None:
+    consumer = QueueConsumer(arrivals=[[_message(n, b"{}") for n in range(3)]])
+    worker = _batching_worker(consumer, batch_size=100)
+    assert [m.offset() for m in worker.next_batch()] == [0, 1, 2]
+    # Waited once with the poll timeout, then only took what was already there.
+    assert consumer.calls == [(100, 0), (1, worker.poll_timeout_s), (99, 0)]
+    assert worker.next_batch() == []
