@@ -40,16 +40,7 @@ def _settings(base: Settings, bolt: str, kafka: str) -> Settings:
     return base.model_copy(
         update={
             "neo4j": Neo4jConfig(uri=bolt),
-            "kafka": KafkaConfig(
-                bootstrap_servers=kafka,
-                topic_identity=f"bench-{run}.identity",
-                topic_transactions=f"bench-{run}.transactions",
-                topic_labels=f"bench-{run}.labels",
-                topic_dead_letter=f"bench-{run}.dlq",
-                topic_alerts=f"bench-{run}.alerts",
-                topic_rings=f"bench-{run}.rings",
-                consumer_group=f"bench-{run}",
-            ),
+            "kafka": KafkaConfig(bootstrap_servers=kafka).under_prefix(f"bench-{run}"),
         }
     )
 
@@ -64,16 +55,10 @@ def _empty(settings: Settings) -> None:
 def _env(settings: Settings, workers: int) -> dict[str, str]:
     import os
 
-    kafka = settings.kafka
     return {
         **os.environ,
         "RINGWATCH_NEO4J__URI": settings.neo4j.uri,
-        "RINGWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "RINGWATCH_KAFKA__TOPIC_IDENTITY": kafka.topic_identity,
-        "RINGWATCH_KAFKA__TOPIC_TRANSACTIONS": kafka.topic_transactions,
-        "RINGWATCH_KAFKA__TOPIC_LABELS": kafka.topic_labels,
-        "RINGWATCH_KAFKA__TOPIC_DEAD_LETTER": kafka.topic_dead_letter,
-        "RINGWATCH_KAFKA__CONSUMER_GROUP": kafka.consumer_group,
+        **settings.kafka.environment(),
         "RINGWATCH_INGEST__WORKERS": str(workers),
         "RINGWATCH_LOG_LEVEL": "WARNING",
     }

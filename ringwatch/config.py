@@ -90,6 +90,33 @@ class KafkaConfig(_Frozen):
         conf.update(self.extra)
         return conf
 
+    def topics(self) -> list[str]:
+        return [self.topic_identity, self.topic_transactions, self.topic_labels,
+                self.topic_alerts, self.topic_rings, self.topic_dead_letter]  # fmt: skip
+
+    def under_prefix(self, prefix: str) -> KafkaConfig:
+        """The same broker with every topic and the consumer group named under `prefix`, so
+        that a test or benchmark run shares a broker with others without sharing data."""
+        return self.model_copy(
+            update={
+                "topic_identity": f"{prefix}.identity",
+                "topic_transactions": f"{prefix}.transactions",
+                "topic_labels": f"{prefix}.labels",
+                "topic_alerts": f"{prefix}.alerts",
+                "topic_rings": f"{prefix}.rings",
+                "topic_dead_letter": f"{prefix}.dead-letter",
+                "consumer_group": f"{prefix}.group",
+            }
+        )
+
+    def environment(self) -> dict[str, str]:
+        """The ``RINGWATCH_KAFKA__*`` variables that give a child process the same broker,
+        topics and group (credentials and ``extra`` excepted)."""
+        names = ("bootstrap_servers", "security_protocol", "topic_identity",
+                 "topic_transactions", "topic_labels", "topic_alerts", "topic_rings",
+                 "topic_dead_letter", "consumer_group")  # fmt: skip
+        return {f"RINGWATCH_KAFKA__{name.upper()}": str(getattr(self, name)) for name in names}
+
 
 # The usage rules' reason codes (`ringwatch.scoring.usage.Component`, which imports this module).
 USAGE_RULE_CODES = frozenset(
@@ -116,6 +143,13 @@ class IngestConfig(_Frozen):
 
     batch_size: int = Field(default=2000, ge=1, le=50_000)
     poll_timeout_s: float = Field(default=0.5, gt=0)
+    batch_linger_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=10,
+        description="0: write what has arrived at once. Above 0: wait up to this long for a "
+        "full batch (fewer, larger transactions; every event waits longer).",
+    )
     max_message_bytes: int = Field(default=64 * 1024, ge=1024)
     workers: int = Field(default=1, ge=1)
     topic_partitions: int = Field(default=6, ge=1)

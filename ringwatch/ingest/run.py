@@ -88,6 +88,7 @@ def run_worker(
             topics=family_topics(settings.kafka),
             batch_size=settings.ingest.batch_size,
             poll_timeout_s=settings.ingest.poll_timeout_s,
+            batch_linger_s=settings.ingest.batch_linger_s,
             max_message_bytes=settings.ingest.max_message_bytes,
             idle_exit_s=idle_exit_s,
             after_write=after_batch,

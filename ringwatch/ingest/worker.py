@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
@@ -53,6 +53,7 @@ class IngestStats:
     batches: int = 0
     dead_letters: int = 0
     written: WriteResult = field(default_factory=WriteResult)
+    ring_events: int = 0  # ring lineage records written by live ring tracking
     graph_retries: int = 0
     commits_lost_to_rebalance: int = 0
     # Milliseconds from each message's Kafka timestamp to the commit of its batch (bounded).
@@ -93,6 +94,7 @@ class IngestWorker:
         topics: Mapping[str, EventFamily],
         batch_size: int = 2000,
         poll_timeout_s: float = 0.5,
+        batch_linger_s: float = 0.0,
         max_message_bytes: int = 64 * 1024,
         backoff_max_s: float = 30.0,
         idle_exit_s: float | None = None,
@@ -108,6 +110,7 @@ class IngestWorker:
         self.topics = dict(topics)
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
+        self.batch_linger_s = batch_linger_s
         self.max_message_bytes = max_message_bytes
         self.backoff_max_s = backoff_max_s
         self.idle_exit_s = idle_exit_s
@@ -149,8 +152,11 @@ class IngestWorker:
         A batch is whatever arrived while the previous one was being stored: under load batches
         grow by themselves (fewer transactions and commits per event), and a quiet stream is
         written as soon as a message arrives rather than after a poll timeout, so an event
-        reaches the graph (and its alert the topic) in about one batch's storing time.
+        reaches the graph (and its alert the topic) in about one batch's storing time. With a
+        `batch_linger_s` above 0, it waits up to that long for a full batch instead.
         """
+        if self.batch_linger_s > 0:
+            return self.consumer.consume(self.batch_size, timeout=self.batch_linger_s)
         waiting = self.consumer.consume(self.batch_size, timeout=0)
         if waiting:
             return waiting
@@ -258,7 +264,9 @@ class IngestWorker:
             try:
                 events = [a.event for a in chunk]
                 result = self.writer.write(events)
-                self.stats.written += result
+                # Counts only: a long-running worker must not keep every batch's lineage.
+                self.stats.written += replace(result, ring_events=[])
+                self.stats.ring_events += len(result.ring_events)
                 backoff = 0.5
                 if self.after_write is not None:
                     self._after_write(events, result)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from ringwatch.config import KafkaConfig, ScoringConfig, Settings, StackConfig
+from ringwatch.config import ScoringConfig, Settings, StackConfig
 from ringwatch.graph.db import Neo4jRunner
 from ringwatch.graph.rings import live_tracker
 from ringwatch.graph.schema import migrate
@@ -78,16 +78,7 @@ def _fix_device_ids(events: list[Payload]) -> list[Payload]:
 def ingest_settings(settings: Settings, unique_name: Callable[[str], str]) -> Iterator[Settings]:
     """Settings with topics and a consumer group that no other test uses."""
     base = unique_name("it")
-    kafka = KafkaConfig(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        topic_identity=f"{base}.identity",
-        topic_transactions=f"{base}.transactions",
-        topic_labels=f"{base}.labels",
-        topic_dead_letter=f"{base}.dead-letter",
-        topic_alerts=f"{base}.alerts",
-        topic_rings=f"{base}.rings",
-        consumer_group=f"{base}.group",
-    )
+    kafka = settings.kafka.under_prefix(base)
     scoped = settings.model_copy(
         update={
             "kafka": kafka,
@@ -223,18 +214,10 @@ def test_events_land_exactly_and_a_second_delivery_changes_nothing(
 def _worker_process(
     settings: Settings, workers: int = 1, batch_size: int = 100
 ) -> subprocess.Popen[bytes]:
-    kafka = settings.kafka
     env = {
         **os.environ,
         "RINGWATCH_NEO4J__URI": settings.neo4j.uri,
-        "RINGWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "RINGWATCH_KAFKA__TOPIC_IDENTITY": kafka.topic_identity,
-        "RINGWATCH_KAFKA__TOPIC_TRANSACTIONS": kafka.topic_transactions,
-        "RINGWATCH_KAFKA__TOPIC_LABELS": kafka.topic_labels,
-        "RINGWATCH_KAFKA__TOPIC_DEAD_LETTER": kafka.topic_dead_letter,
-        "RINGWATCH_KAFKA__TOPIC_ALERTS": kafka.topic_alerts,
-        "RINGWATCH_KAFKA__TOPIC_RINGS": kafka.topic_rings,
-        "RINGWATCH_KAFKA__CONSUMER_GROUP": kafka.consumer_group,
+        **settings.kafka.environment(),
         "RINGWATCH_INGEST__BATCH_SIZE": str(batch_size),
         "RINGWATCH_INGEST__TOPIC_PARTITIONS": "3",
         "RINGWATCH_INGEST__WORKERS": str(workers),

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 
-from ringwatch.config import KafkaConfig, Settings
+from ringwatch.config import Settings
 from ringwatch.graph.alerts import StoredAlert, list_alerts
 from ringwatch.graph.db import Neo4jRunner
 from ringwatch.ingest.kafka import ensure_topics
@@ -72,22 +72,8 @@ def scenario() -> list[Payload]:
 @pytest.fixture
 def live_settings(settings: Settings, unique_name: Callable[[str], str]) -> Iterator[Settings]:
     base = unique_name("live")
-    kafka = KafkaConfig(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        topic_identity=f"{base}.identity",
-        topic_transactions=f"{base}.transactions",
-        topic_labels=f"{base}.labels",
-        topic_dead_letter=f"{base}.dead-letter",
-        topic_alerts=f"{base}.alerts",
-        topic_rings=f"{base}.rings",
-        consumer_group=f"{base}.group",
-    )
-    ensure_topics(
-        kafka,
-        [kafka.topic_identity, kafka.topic_transactions, kafka.topic_labels,
-         kafka.topic_dead_letter, kafka.topic_alerts, kafka.topic_rings],
-        partitions=3,
-    )  # fmt: skip
+    kafka = settings.kafka.under_prefix(base)
+    ensure_topics(kafka, kafka.topics(), partitions=3)
     # Small batches: the ring and the breaches build up over several batches.
     yield settings.model_copy(
         update={

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from ringwatch.config import Environment, ScoringConfig, Settings, get_settings
+from ringwatch.config import Environment, KafkaConfig, ScoringConfig, Settings, get_settings
 from ringwatch.exceptions import ConfigurationError
 
 
@@ -90,3 +90,16 @@ def test_thresholds_must_be_ordered() -> None:
         ScoringConfig(decision_review=0.8, decision_block=0.7)
     with pytest.raises(ValidationError):
         ScoringConfig(weight_address=1.5)
+
+
+def test_kafka_names_under_a_prefix_reach_a_child_process_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kafka = KafkaConfig(bootstrap_servers="k1:9092").under_prefix("run-7")
+    assert kafka.topics() == ["run-7.identity", "run-7.transactions", "run-7.labels",
+                              "run-7.alerts", "run-7.rings", "run-7.dead-letter"]  # fmt: skip
+    assert kafka.consumer_group == "run-7.group"
+    for name, value in kafka.environment().items():
+        monkeypatch.setenv(name, value)
+    assert Settings().kafka == kafka
+    assert set(KafkaConfig().topics()).isdisjoint(kafka.topics())

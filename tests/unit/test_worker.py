@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from ringwatch.graph.writer import GraphWriter
+from ringwatch.graph.rings import RingEvent
+from ringwatch.graph.writer import GraphWriter, WriteResult
 from ringwatch.ingest.events import EventFamily
 from ringwatch.ingest.kafka import DeadLetter
 from ringwatch.ingest.prepare import Preparer
@@ -166,3 +167,22 @@ def test_with_nothing_waiting_the_first_arrival_is_handed_over_with_what_came_wi
     # Waited once with the poll timeout, then only took what was already there.
     assert consumer.calls == [(100, 0), (1, worker.poll_timeout_s), (99, 0)]
     assert worker.next_batch() == []
+
+
+def test_the_worker_counts_ring_lineage_without_keeping_it() -> None:
+    consumer, letters = FakeConsumer(), FakeDeadLetters()
+    worker = _worker(consumer, letters)
+    lineage = [RingEvent("R-1", "created", "live", members_added=["a", "b", "c"])]
+    worker.writer.write = lambda events: WriteResult(identity=len(events), ring_events=lineage)  # type: ignore[method-assign]
+    for batch in range(3):
+        worker.process([_message(batch, identity(f"e{batch}", "s1"))], lambda: False)
+    assert (worker.stats.written.identity, worker.stats.ring_events) == (3, 3)
+    assert worker.stats.written.ring_events == []
+
+
+def test_with_a_linger_the_worker_waits_for_a_full_batch_instead() -> None:
+    consumer = QueueConsumer(queued=[_message(n, b"{}") for n in range(2)])
+    worker = _batching_worker(consumer, batch_size=50)
+    worker.batch_linger_s = 0.3
+    assert [m.offset() for m in worker.next_batch()] == [0, 1]
+    assert consumer.calls == [(50, 0.3)]
