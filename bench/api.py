@@ -4,8 +4,10 @@ Loads a simulated population, analyses it (rings, scores), creates a key, starts
 `ringwatch serve` as its own process, then offers each endpoint a fixed request rate (open loop:
 requests are sent on schedule whether or not earlier ones have answered, so queueing shows in
 the latency) for a fixed time, `--runs` times. Reports the median over runs of p50, p99 and the
-achieved throughput, per endpoint and rate, and a `RETURN 1` baseline measured in the same run
-(the cost of one Bolt round trip on this machine under the same load).
+achieved throughput, per endpoint and rate, of all requests and of the answered (2xx) ones,
+with the requests the server shed (503 `overloaded`, see `RINGWATCH_API__MAX_IN_FLIGHT`), and
+a `RETURN 1` baseline measured in the same run (the cost of one Bolt round trip on this
+machine under the same load).
 
     python -m bench.api --subscribers 2000 --rates 100,500 --seconds 10 --runs 3
 """
@@ -46,22 +48,31 @@ def _percentile(values: list[float], q: float) -> float:
 async def _offer(
     client: httpx.AsyncClient, make: Any, rate: float, seconds: float
 ) -> dict[str, float]:
-    latencies: list[float] = []
+    latencies: list[float] = []  # of every request, answered or not
+    answered: list[float] = []  # of the 2xx answers
     errors = 0
+    shed = 0  # 503 "overloaded": refused at once by the server's load shedding
     started = time.perf_counter()
     tasks: list[asyncio.Task[None]] = []
 
     async def one() -> None:
-        nonlocal errors
+        nonlocal errors, shed
         method, path, body = make()
         sent = time.perf_counter()
+        ok = False
         try:
             response = await client.request(method, path, json=body)
-            if response.status_code >= 400:
+            ok = response.status_code < 400
+            if response.status_code == 503 and b"overloaded" in response.content:
+                shed += 1
+            elif not ok:
                 errors += 1
         except httpx.HTTPError:
             errors += 1
-        latencies.append((time.perf_counter() - sent) * 1000)
+        took = (time.perf_counter() - sent) * 1000
+        latencies.append(took)
+        if ok:
+            answered.append(took)
 
     total = int(rate * seconds)
     for index in range(total):
@@ -75,7 +86,11 @@ async def _offer(
     return {
         "p50_ms": _percentile(latencies, 0.50),
         "p99_ms": _percentile(latencies, 0.99),
+        "answered_p50_ms": _percentile(answered, 0.50),
+        "answered_p99_ms": _percentile(answered, 0.99),
         "throughput_rps": len(latencies) / elapsed,
+        "answered_rps": len(answered) / elapsed,
+        "shed": float(shed),
         "errors": float(errors),
         "requests": float(len(latencies)),
     }
@@ -96,6 +111,13 @@ def main() -> None:
     parser.add_argument("--rates", default="100,500")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=None,
+        help="The server's RINGWATCH_API__MAX_IN_FLIGHT (default: the product's); a large "
+        "value turns load shedding off.",
+    )
     parser.add_argument("--work", type=Path, default=Path.home() / ".ringwatch" / "bench-api")
     args = parser.parse_args()
     rates = [float(rate) for rate in args.rates.split(",")]
@@ -139,6 +161,8 @@ def main() -> None:
             "RINGWATCH_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
             "RINGWATCH_LOG_LEVEL": "WARNING",
         }
+        if args.max_in_flight is not None:
+            env["RINGWATCH_API__MAX_IN_FLIGHT"] = str(args.max_in_flight)
         server = subprocess.Popen(
             [sys.executable, "-m", "ringwatch", "serve", "--port", str(port)], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -190,8 +214,11 @@ def main() -> None:
                         results[f"{name}@{rate:.0f}"] = summary
                         print(f"{name:18} {rate:5.0f}/s  p50 {summary['p50_ms']:7.1f} ms  "
                               f"p99 {summary['p99_ms']:7.1f} ms  "
-                              f"{summary['throughput_rps']:6.1f}/s  errors "
-                              f"{summary['errors']:.0f}")  # fmt: skip
+                              f"{summary['throughput_rps']:6.1f}/s  answered: "
+                              f"{summary['answered_rps']:6.1f}/s p50 "
+                              f"{summary['answered_p50_ms']:7.1f} ms p99 "
+                              f"{summary['answered_p99_ms']:7.1f} ms  shed "
+                              f"{summary['shed']:.0f}  errors {summary['errors']:.0f}")  # fmt: skip
 
         asyncio.run(run_all())
         print(f"baseline RETURN 1 over Bolt: p50 {baseline['p50_ms']:.2f} ms, "
@@ -201,6 +228,7 @@ def main() -> None:
             {
                 "command": " ".join(["python -m bench.api", *sys.argv[1:]]),
                 "subscribers": args.subscribers,
+                "max_in_flight": args.max_in_flight,
                 "seconds": args.seconds,
                 "runs": args.runs,
                 "results": results,

@@ -204,6 +204,15 @@ class ApiConfig(_Frozen):
         "turn. See docs/benchmarks.md (API).",
     )
 
+    max_in_flight: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="Requests in progress or waiting for a thread at most; beyond it, 503 with "
+        "Retry-After at once rather than a long wait (health, metrics and the alert stream "
+        "are not counted).",
+    )
+
     def request_thread_count(self) -> int:
         return self.request_threads or 2 * (os.cpu_count() or 2)
 

@@ -72,6 +72,40 @@ class BodyLimit:
         await response({"type": "http"}, _no_receive, send)
 
 
+class LoadShedder:
+    """Answers 503 at once when `limit` requests are already in progress or waiting.
+
+    Past the server's capacity, requests would otherwise queue without bound and every caller
+    (a signup flow waiting for its score) would wait seconds; shedding keeps the answers that
+    are given fast and tells the rest to retry. Health, metrics and the long-lived alert stream
+    are never shed or counted.
+    """
+
+    EXEMPT = frozenset({"/healthz", "/readyz", "/metrics", "/v1/alerts/stream"})
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+        self.in_flight = 0  # one event loop: no lock needed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            response = JSONResponse(
+                error_body("overloaded", "the server is at capacity; retry shortly",
+                           {"in_flight_limit": self.limit}),
+                status_code=503, headers={"Retry-After": "1"},
+            )  # fmt: skip
+            await response(scope, _no_receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 class _BodyTooLargeError(Exception):
     pass
 
@@ -122,6 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+
+    app.add_middleware(LoadShedder, limit=settings.api.max_in_flight)
 
     @app.middleware("http")
     async def timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Any:

@@ -57,7 +57,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         409: "The request conflicts with the current state.",
         413: "The request body is too large.",
         422: "The request is not valid; `details.problems` says where.",
-        503: "The graph database or Kafka is unavailable; retry later.",
+        503: "The graph database or Kafka is unavailable, or the server is at capacity "
+        "(`overloaded`, with Retry-After); retry later.",
     }.items()
 }
 
