@@ -54,8 +54,15 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from bench.common import hardware, median, save, stack_on_free_ports
-from ringwatch.config import KafkaConfig, Neo4jConfig, Settings
+from bench.common import (
+    empty_database,
+    hardware,
+    median,
+    save,
+    scoped_settings,
+    stack_on_free_ports,
+)
+from ringwatch.config import Settings
 from ringwatch.graph.db import create_driver
 from ringwatch.ingest.normalize import luhn_check_digit
 from ringwatch.ingest.run import prepare_topics
@@ -64,16 +71,6 @@ from ringwatch.stack import manager
 BACKGROUND_SUBSCRIBERS = 20_000
 BURST_SIZE = 20
 KINDS = ("ring", "charge", "burst")
-
-
-def _settings(base: Settings, bolt: str, kafka: str) -> Settings:
-    run = uuid.uuid4().hex[:8]
-    return base.model_copy(
-        update={
-            "neo4j": Neo4jConfig(uri=bolt),
-            "kafka": KafkaConfig(bootstrap_servers=kafka).under_prefix(f"bench-{run}"),
-        }
-    )
 
 
 def _worker_env(settings: Settings) -> dict[str, str]:
@@ -85,13 +82,6 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "RINGWATCH_INGEST__WORKERS": "1",
         "RINGWATCH_LOG_LEVEL": "WARNING",
     }
-
-
-def _empty(settings: Settings) -> None:
-    with create_driver(settings.neo4j) as driver, driver.session() as session:
-        session.run(
-            "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 20000 ROWS"
-        ).consume()
 
 
 def _now_iso() -> str:
@@ -299,8 +289,8 @@ def _percentile(values: list[float], share: float) -> float:
 def one_run(
     base: Settings, bolt: str, kafka: str, rate: float, duration_s: float, every_s: float
 ) -> dict[str, Any]:
-    settings = _settings(base, bolt, kafka)
-    _empty(settings)
+    settings = scoped_settings(base, bolt, kafka)
+    empty_database(settings)
     prepare_topics(settings)
     run = uuid.uuid4().hex[:6]
     events = Events(settings, run)

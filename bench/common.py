@@ -1,4 +1,4 @@
-"""Shared helpers for benchmarks: hardware description, medians, result files."""
+"""Shared helpers for benchmarks: hardware description, medians, result files, stacks."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import platform
 import socket
 import statistics
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from ringwatch.config import StackConfig
+from ringwatch.config import KafkaConfig, Neo4jConfig, Settings, StackConfig
+from ringwatch.graph.db import create_driver
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -74,3 +76,22 @@ def stack_on_free_ports(home: Path) -> StackConfig:
         kafka_port=_free_port(),
         kafka_controller_port=_free_port(),
     )
+
+
+def scoped_settings(base: Settings, bolt: str, kafka: str) -> Settings:
+    """`base` on these servers, with topics and a consumer group of this run's own."""
+    run = uuid.uuid4().hex[:8]
+    return base.model_copy(
+        update={
+            "neo4j": Neo4jConfig(uri=bolt),
+            "kafka": KafkaConfig(bootstrap_servers=kafka).under_prefix(f"bench-{run}"),
+        }
+    )
+
+
+def empty_database(settings: Settings) -> None:
+    """Delete every node, in batches (a run starts from an empty graph)."""
+    with create_driver(settings.neo4j) as driver, driver.session() as session:
+        session.run(
+            "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 20000 ROWS"
+        ).consume()

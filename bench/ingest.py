@@ -21,11 +21,17 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
-from bench.common import hardware, median, save, stack_on_free_ports
-from ringwatch.config import KafkaConfig, Neo4jConfig, Settings
+from bench.common import (
+    empty_database,
+    hardware,
+    median,
+    save,
+    scoped_settings,
+    stack_on_free_ports,
+)
+from ringwatch.config import Settings
 from ringwatch.graph.db import create_driver
 from ringwatch.ingest.publish import publish_files
 from ringwatch.ingest.run import prepare_topics, run_worker
@@ -33,23 +39,6 @@ from ringwatch.ingest.simulate import SimulationConfig, simulate_to_directory
 from ringwatch.stack import manager
 
 IDLE_S = 3.0
-
-
-def _settings(base: Settings, bolt: str, kafka: str) -> Settings:
-    run = uuid.uuid4().hex[:8]
-    return base.model_copy(
-        update={
-            "neo4j": Neo4jConfig(uri=bolt),
-            "kafka": KafkaConfig(bootstrap_servers=kafka).under_prefix(f"bench-{run}"),
-        }
-    )
-
-
-def _empty(settings: Settings) -> None:
-    with create_driver(settings.neo4j) as driver, driver.session() as session:
-        session.run(
-            "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 20000 ROWS"
-        ).consume()
 
 
 def _env(settings: Settings, workers: int) -> dict[str, str]:
@@ -74,7 +63,7 @@ _STORED = (
 
 def throughput(settings: Settings, files: list[Path], events: int, workers: int) -> float:
     """Events/s from the first stored event to the last, polled from Neo4j's count store."""
-    _empty(settings)
+    empty_database(settings)
     prepare_topics(settings)
     publish_files(settings.kafka, files)
     process = subprocess.Popen(
@@ -100,7 +89,7 @@ def throughput(settings: Settings, files: list[Path], events: int, workers: int)
 
 
 def latency(settings: Settings, files: list[Path], rate: float) -> tuple[float, float, int]:
-    _empty(settings)
+    empty_database(settings)
     prepare_topics(settings)
     stop = threading.Event()
     stats_box: list[object] = []
@@ -144,7 +133,7 @@ def main() -> None:
         rates: dict[int, list[float]] = {1: [], 2: []}
         for run in range(args.runs):
             for workers in (1, 2):
-                settings = _settings(base, stack.neo4j_bolt_uri, stack.kafka_bootstrap)
+                settings = scoped_settings(base, stack.neo4j_bolt_uri, stack.kafka_bootstrap)
                 rate = throughput(settings, files, events, workers)
                 rates[workers].append(rate)
                 print(f"run {run + 1}, {workers} worker(s): {rate:,.0f} events/s", flush=True)
@@ -154,7 +143,7 @@ def main() -> None:
             SimulationConfig(subscribers=args.latency_subscribers, months=1, seed=1), small
         )
         small_files = [small / f"{name}.jsonl" for name in ("identity", "transactions", "labels")]
-        settings = _settings(base, stack.neo4j_bolt_uri, stack.kafka_bootstrap)
+        settings = scoped_settings(base, stack.neo4j_bolt_uri, stack.kafka_bootstrap)
         p50, p99, samples = latency(settings, small_files, args.latency_rate)
     finally:
         manager.down(stack)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import string
+from collections.abc import Callable
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -56,6 +57,16 @@ class Neo4jConfig(_Frozen):
         if self.password is None:
             return None
         return (self.user, self.password.get_secret_value())
+
+
+def _list_from_environment(value: object, clean: Callable[[str], str] = str) -> object:
+    """A list setting given as text: JSON (``["a", "b"]``) or comma-separated (``a,b``)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return tuple(clean(part.strip()) for part in text.split(",") if part.strip())
 
 
 class KafkaConfig(_Frozen):
@@ -171,12 +182,7 @@ class IngestConfig(_Frozen):
     @field_validator("live_alert_usage_rules", mode="before")
     @classmethod
     def _rule_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return tuple(part.strip() for part in text.split(",") if part.strip())
-        return value
+        return _list_from_environment(value)
 
     @field_validator("live_alert_usage_rules")
     @classmethod
@@ -267,12 +273,7 @@ class AlertsConfig(_Frozen):
     @field_validator("n8n_priorities", "slack_priorities", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return tuple(part.strip().upper() for part in text.split(",") if part.strip())
-        return value
+        return _list_from_environment(value, str.upper)
 
     @field_validator("n8n_path_template")
     @classmethod

@@ -49,11 +49,8 @@ def consumer_config(
 
 
 def prepare_topics(settings: Settings) -> None:
-    kafka = settings.kafka
     ensure_topics(
-        kafka,
-        [*family_topics(kafka), kafka.topic_dead_letter, kafka.topic_alerts, kafka.topic_rings],
-        partitions=settings.ingest.topic_partitions,
+        settings.kafka, settings.kafka.topics(), partitions=settings.ingest.topic_partitions
     )
 
 
