@@ -74,26 +74,23 @@ WITH s, r WHERE s.ring_id = r.id
 SET s.ring_id = null
 """
 
-_ADD_MEMBERS: LiteralString = """
-UNWIND $rows AS row
+# Row bodies shared by the batch statements below and the live path's single statement
+# (`_LIVE_APPLY`), so that both leave rings, members and lineage the same way.
+_JOIN_ROW: LiteralString = """
 MATCH (s:Subscriber {id: row.member}), (r:Ring {id: row.ring})
 MERGE (s)-[m:MEMBER_OF]->(r) ON CREATE SET m.since = $now
 SET s.ring_id = r.id
 """
-
-_UPDATE_RINGS: LiteralString = """
-UNWIND $rows AS row
+_RING_STATE_ROW: LiteralString = """
 MATCH (r:Ring {id: row.id})
 SET r.status = row.status, r.updated_at = $now,
     r.size = COUNT { (:Subscriber)-[:MEMBER_OF]->(r) },
     r.merged_into = row.merged_into,
     r.closed_at = CASE WHEN row.status = 'active' THEN null ELSE $now END
 """
-
-_RECORD_EVENTS: LiteralString = """
-UNWIND $events AS event
-MATCH (r:Ring {id: event.ring_id})
-CREATE (e:RingEvent {id: event.id, ring_id: event.ring_id, kind: event.kind, at: $now,
+# With `event` and its ring `r` bound; records the ring's size and status as they are now.
+_EVENT_OF_RING: LiteralString = """
+CREATE (e:RingEvent {id: event.id, ring_id: r.id, kind: event.kind, at: $now,
                      source: event.source, size: r.size, status: r.status,
                      members_added: event.members_added, members_removed: event.members_removed,
                      from_rings: event.from_rings, into_ring: event.into_ring,
@@ -101,6 +98,12 @@ CREATE (e:RingEvent {id: event.id, ring_id: event.ring_id, kind: event.kind, at:
                      published: false})
 CREATE (e)-[:OF]->(r)
 """
+
+_ADD_MEMBERS: LiteralString = "UNWIND $rows AS row" + _JOIN_ROW
+_UPDATE_RINGS: LiteralString = "UNWIND $rows AS row" + _RING_STATE_ROW
+_RECORD_EVENTS: LiteralString = (
+    "UNWIND $events AS event\nMATCH (r:Ring {id: event.ring_id})" + _EVENT_OF_RING
+)
 
 
 @dataclass
@@ -373,8 +376,10 @@ RETURN ring, collect(s.id) AS members
 """
 
 # Every change of one live update. Rings, members and lineage end as the batch statements above
-# would leave them (`_CREATE_RINGS` ... `_RECORD_EVENTS`), so keep the two in step.
-_LIVE_APPLY: LiteralString = """
+# would leave them: joining, ring state and lineage use the same row bodies; ring creation and
+# leaving are written here (new ids come from the sequence in the same statement).
+_LIVE_APPLY: LiteralString = (
+    """
 // Ring numbers are taken only when a ring is created, from the batch path's sequence. The
 // aggregation still returns one row (last = null) when none is, so the statement goes on.
 CALL () {
@@ -401,33 +406,22 @@ CALL () {
   DELETE m
 }
 CALL () {
-  UNWIND $joining AS row
-  MATCH (s:Subscriber {id: row.member}), (r:Ring {id: row.ring})
-  MERGE (s)-[m:MEMBER_OF]->(r) ON CREATE SET m.since = $now
-  SET s.ring_id = r.id
-}
+  UNWIND $joining AS row"""
+    + _JOIN_ROW
+    + """}
 CALL () {
-  UNWIND $updates AS row
-  MATCH (r:Ring {id: row.id})
-  SET r.status = row.status, r.updated_at = $now,
-      r.size = COUNT { (:Subscriber)-[:MEMBER_OF]->(r) },
-      r.merged_into = row.merged_into,
-      r.closed_at = CASE WHEN row.status = 'active' THEN null ELSE $now END
-}
+  UNWIND $updates AS row"""
+    + _RING_STATE_ROW
+    + """}
 // Last, so each event records its ring's final size and status.
 CALL (new_ids) {
   UNWIND $events AS event
-  MATCH (r:Ring {id: coalesce(event.ring_id, new_ids[event.new_ring])})
-  CREATE (e:RingEvent {id: event.id, ring_id: r.id, kind: event.kind, at: $now,
-                       source: event.source, size: r.size, status: r.status,
-                       members_added: event.members_added, members_removed: event.members_removed,
-                       from_rings: event.from_rings, into_ring: event.into_ring,
-                       into_rings: event.into_rings, split_from: event.split_from,
-                       published: false})
-  CREATE (e)-[:OF]->(r)
-}
+  MATCH (r:Ring {id: coalesce(event.ring_id, new_ids[event.new_ring])})"""
+    + _EVENT_OF_RING
+    + """}
 RETURN new_ids
 """
+)
 
 
 def live_tracker(config: ScoringConfig) -> tuple[LiveRingTracker, frozenset[str]]:
