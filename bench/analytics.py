@@ -83,7 +83,7 @@ from ringwatch.ingest.backfill import backfill
 from ringwatch.ingest.events import EventFamily
 from ringwatch.ingest.formats import write_events
 from ringwatch.ingest.normalize import IdentifierKind
-from ringwatch.ingest.offline_import import offline_import_identities
+from ringwatch.ingest.offline_import import offline_import
 from ringwatch.ingest.prepare import IdentifierLink, PreparedIdentity, Preparer
 from ringwatch.ingest.simulate import LEGITIMATE, SimulationConfig, _Population
 from ringwatch.stack import manager
@@ -652,7 +652,7 @@ def _load(
 ) -> dict[str, Any]:
     """Identities through the offline import (which restarts Neo4j), then labels online."""
     scoring = settings.scoring
-    imported = offline_import_identities(
+    imported = offline_import(
         [data / "identity.jsonl"],
         stack=stack,
         preparer=Preparer(),

@@ -23,7 +23,7 @@ from ringwatch.graph.schema import migrate
 from ringwatch.graph.writer import GraphWriter
 from ringwatch.ingest.backfill import backfill
 from ringwatch.ingest.normalize import luhn_check_digit
-from ringwatch.ingest.offline_import import offline_import_identities
+from ringwatch.ingest.offline_import import offline_import
 from ringwatch.ingest.prepare import Preparer
 from ringwatch.stack import manager
 
@@ -89,7 +89,7 @@ def _offline(work: Path, data: Path, size: int, run: int) -> float:
     )
     manager.up(stack)
     try:
-        summary = offline_import_identities(
+        summary = offline_import(
             [data],
             stack=stack,
             preparer=Preparer(),

@@ -627,26 +627,41 @@ def backfill_identities(
             "(Neo4j is stopped and restarted). Much faster than the online load.",
         ),
     ] = False,
+    transactions: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--transactions",
+            help="With --offline: transaction files imported in the same pass (usage history, "
+            "counterparties, devices and IPs used). Repeat for several files.",
+        ),
+    ] = None,
 ) -> None:
     """Load identity events (registrations, updates, closures, SIMs, devices)."""
     if offline:
-        _offline_identities(paths, rejects)
+        _offline_import(paths, transactions or [], rejects)
         return
+    if transactions:
+        raise typer.BadParameter(
+            "goes with --offline; online, load transactions with "
+            "`ringwatch backfill transactions FILE`",
+            param_hint="--transactions",
+        )
     _backfill("identity", paths, batch_size, checkpoint, rejects, restart)
 
 
-def _offline_identities(paths: list[Path], rejects: Path | None) -> None:
+def _offline_import(paths: list[Path], transactions: list[Path], rejects: Path | None) -> None:
     import tempfile
 
-    from ringwatch.ingest.offline_import import offline_import_identities
+    from ringwatch.ingest.offline_import import offline_import
     from ringwatch.ingest.prepare import Preparer
 
     with _edge():
         settings = _settings()
-        rejects_path = rejects or Path(".ringwatch-backfill/identity.offline-rejects.jsonl")
+        rejects_path = rejects or Path(".ringwatch-backfill/offline-rejects.jsonl")
         with tempfile.TemporaryDirectory(prefix="ringwatch-import-") as work:
-            summary = offline_import_identities(
+            summary = offline_import(
                 paths,
+                transaction_paths=transactions,
                 stack=settings.stack,
                 preparer=Preparer(
                     pii_hmac_key=settings.scoring.pii_hmac_key,
@@ -657,9 +672,11 @@ def _offline_identities(paths: list[Path], rejects: Path | None) -> None:
                 rejects_path=rejects_path,
             )
         out.print(
-            f"[green]imported[/] {summary.events:,} identity events "
+            f"[green]imported[/] {summary.events - summary.transactions:,} identity events "
+            f"and {summary.transactions:,} transactions "
             f"({summary.subscribers:,} subscribers, {summary.identifiers:,} identifiers, "
-            f"{summary.links:,} links) in {summary.seconds:.1f}s "
+            f"{summary.links:,} links, {summary.usage_buckets:,} usage days) "
+            f"in {summary.seconds:.1f}s "
             f"({summary.rate:,.0f} records/s; neo4j-admin {summary.import_seconds:.1f}s); "
             f"duplicates {summary.duplicates:,}, rejected {summary.rejected:,}"
         )
