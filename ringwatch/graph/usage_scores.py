@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -125,30 +125,42 @@ RETURN sid, coalesce(s.created_at, s.first_seen).epochMillis AS account_start,
 
 # Devices and IPs first used in the window, a grace period or more after the subscriber's first
 # one of the kind, with what was done from each within the following hours (up to as_of).
-_NEW_IDENTIFIERS = """
+# The devices and IPs a subscriber `sid` first used in the window (after its first week of
+# links), with what it did with each in the next hours: count, spend and last use. Shared by the
+# batch statement below and the real-time evidence query.
+_NEW_IDENTIFIERS_OF_SID = """
+  MATCH (:Subscriber {id: sid})-[r:USES_DEVICE|USES_IP]->(i)
+  WITH sid, type(r) AS rel, min(r.first_seen) AS earliest, collect([i, r.first_seen]) AS links
+  UNWIND links AS link
+  WITH sid, rel, earliest, link[0] AS i, link[1] AS first_seen
+  WHERE first_seen >= datetime({epochMillis: $window_from})
+    AND first_seen <= datetime({epochMillis: $as_of})
+    AND first_seen >= earliest + duration({seconds: $grace_s})
+  CALL (sid, i, first_seen) {
+    MATCH (t:Transaction)
+    WHERE t.subscriber_id = sid AND t.ts >= first_seen
+      AND t.ts < first_seen + duration({seconds: $after_s})
+      AND t.ts <= datetime({epochMillis: $as_of})
+      AND EXISTS { (t)-[:ON_DEVICE|FROM_IP]->(i) }
+    RETURN count(t) AS n,
+           sum(CASE WHEN t.kind IN $spend_kinds THEN coalesce(t.amount, 0.0) ELSE 0.0 END)
+             AS spend,
+           max(t.ts).epochMillis AS last
+  }
+  RETURN rel, i.id AS id, first_seen.epochMillis AS first_seen,
+         earliest.epochMillis AS earliest, n, spend, last
+"""
+
+_NEW_IDENTIFIERS = (
+    """
 UNWIND $ids AS sid
-MATCH (:Subscriber {id: sid})-[r:USES_DEVICE|USES_IP]->(i)
-WITH sid, type(r) AS rel, min(r.first_seen) AS earliest, collect([i, r.first_seen]) AS links
-UNWIND links AS link
-WITH sid, rel, earliest, link[0] AS i, link[1] AS first_seen
-WHERE first_seen >= datetime({epochMillis: $window_from})
-  AND first_seen <= datetime({epochMillis: $as_of})
-  AND first_seen >= earliest + duration({seconds: $grace_s})
-CALL (sid, i, first_seen) {
-  MATCH (t:Transaction)
-  WHERE t.subscriber_id = sid AND t.ts >= first_seen
-    AND t.ts < first_seen + duration({seconds: $after_s})
-    AND t.ts <= datetime({epochMillis: $as_of})
-    AND EXISTS { (t)-[:ON_DEVICE|FROM_IP]->(i) }
-  RETURN count(t) AS n,
-         sum(CASE WHEN t.kind IN $spend_kinds THEN coalesce(t.amount, 0.0) ELSE 0.0 END)
-           AS spend,
-         max(t.ts).epochMillis AS last
-}
-RETURN sid, rel, i.id AS id, first_seen.epochMillis AS first_seen,
-       earliest.epochMillis AS earliest, n, spend, last
+CALL (sid) {"""
+    + _NEW_IDENTIFIERS_OF_SID
+    + """}
+RETURN sid, rel, id, first_seen, earliest, n, spend, last
 ORDER BY sid, first_seen, id
 """
+)
 
 # Raw transactions of the days that need them, each part only where asked for (an UNWIND of an
 # empty list skips the index seek; a WHERE on the flag would be applied after it): timestamps
@@ -210,7 +222,8 @@ SET s.usage_risk = row.risk,
 # started; per-day totals over the baseline, summed by the server (a row a day, not a row a
 # transaction); and the transactions themselves only where the rules look at each one (bursts,
 # destinations, travel): the last day, plus the travel look-behind before it.
-_SUBSCRIBER_EVIDENCE = """
+_SUBSCRIBER_EVIDENCE = (
+    """
 MATCH (s:Subscriber {id: $sid})
 OPTIONAL CALL (s) {
   MATCH (t:Transaction) WHERE t.subscriber_id = s.id AND t.ts IS NOT NULL
@@ -243,9 +256,19 @@ CALL (s) {
   RETURN collect(CASE WHEN t IS NOT NULL THEN [t.ts.epochMillis, t.kind, t.direction, t.lat,
                                                t.lon, t.country, c.id] END) AS recent
 }
+CALL (s) {
+  WITH s.id AS sid
+  CALL (sid) {"""
+    + _NEW_IDENTIFIERS_OF_SID
+    + """}
+  WITH * ORDER BY first_seen, id
+  RETURN collect({sid: sid, rel: rel, id: id, first_seen: first_seen, earliest: earliest,
+                  n: n, spend: spend, last: last}) AS new_identifiers
+}
 RETURN coalesce(s.created_at, s.first_seen).epochMillis AS account_start,
-       first.epochMillis AS first_activity, days, recent
+       first.epochMillis AS first_activity, days, recent, new_identifiers
 """
+)
 
 
 def _ms(value: datetime) -> int:
@@ -316,21 +339,26 @@ def newest_transaction_time(runner: QueryRunner) -> datetime | None:
     return _from_ms(int(rows[0]["ts"])) if rows else None
 
 
+def _new_identifier_params(window_from: datetime, as_of: datetime) -> dict[str, Any]:
+    return {
+        "window_from": _ms(window_from),
+        "as_of": _ms(as_of),
+        "grace_s": int(NEW_IDENTIFIER_AFTER.total_seconds()),
+        "after_s": int(SPEND_AFTER_NEW_IDENTIFIER.total_seconds()),
+        "spend_kinds": _SPEND_KINDS,
+    }
+
+
 def _new_identifiers(
     runner: QueryRunner, ids: Sequence[str], window_from: datetime, as_of: datetime
 ) -> dict[str, tuple[list[NewIdentifier], list[NewIdentifier]]]:
-    rows = _rows(
-        runner,
-        _NEW_IDENTIFIERS,
-        {
-            "ids": list(ids),
-            "window_from": _ms(window_from),
-            "as_of": _ms(as_of),
-            "grace_s": int(NEW_IDENTIFIER_AFTER.total_seconds()),
-            "after_s": int(SPEND_AFTER_NEW_IDENTIFIER.total_seconds()),
-            "spend_kinds": _SPEND_KINDS,
-        },
-    )
+    params = {"ids": list(ids), **_new_identifier_params(window_from, as_of)}
+    return _parse_new_identifiers(_rows(runner, _NEW_IDENTIFIERS, params))
+
+
+def _parse_new_identifiers(
+    rows: Iterable[Mapping[str, Any]],
+) -> dict[str, tuple[list[NewIdentifier], list[NewIdentifier]]]:
     found: dict[str, tuple[list[NewIdentifier], list[NewIdentifier]]] = defaultdict(
         lambda: ([], [])
     )
@@ -622,18 +650,18 @@ def usage_features_for(
     as_of = as_of.astimezone(UTC)
     as_of_ms = _ms(as_of)
     window_start_ms = as_of_ms - _DAY_MS
+    window_start = as_of - timedelta(days=1)
     found = _rows(
         runner,
         _SUBSCRIBER_EVIDENCE,
         {
+            **_new_identifier_params(window_start, as_of),
             "sid": subscriber_id,
             "since": as_of_ms - (BASELINE_DAYS + 1) * _DAY_MS,
             # The travel rule looks back to the last located transaction at most this far.
             "recent_since": window_start_ms - TRAVEL_LOOKBEHIND // _MS - 1,
-            "as_of": as_of_ms,
             "day_ms": _DAY_MS,
             "hour_ms": _HOUR_MS,
-            "spend_kinds": sorted(SPEND_KINDS),
             "short_call_s": SHORT_CALL_S,
             "night_hours": list(NIGHT_HOURS),
         },
@@ -679,14 +707,11 @@ def usage_features_for(
         if first_activity is None or int(first_activity) > as_of_ms
         else max(_period(as_of_ms, int(first_activity)), -BASELINE_DAYS - 1)
     )
-    window_start = as_of - timedelta(days=1)
 
     def start_of(period: int) -> datetime:
         return window_start + timedelta(days=period)
 
-    devices, ips = _new_identifiers(runner, [subscriber_id], window_start, as_of).get(
-        subscriber_id, ([], [])
-    )
+    devices, ips = _parse_new_identifiers(evidence["new_identifiers"]).get(subscriber_id, ([], []))
     if last_before is not None and (last_before.ts >= window_start - TRAVEL_LOOKBEHIND and located):
         located.insert(0, last_before)
     raw = RawDay(

@@ -245,6 +245,11 @@ def test_takeover_new_device_spend_and_impossible_travel(graph: Neo4jRunner) -> 
     km = haversine_km(NEW_YORK["lat"], NEW_YORK["lon"], LAGOS["lat"], LAGOS["lon"])
     assert travel.evidence["distance_km"] == pytest.approx(km, abs=0.1)
     assert travel.evidence["hours"] == pytest.approx(1.25)
+    # The real-time path (one evidence query) finds the same new device, as of the last payment.
+    live = usage_score_for(graph, "s1", CONFIG, T0 + timedelta(hours=2.5))
+    live_device = next(r for r in live.reasons if r.code == "usage.new_device")
+    assert live_device.evidence == new_device.evidence
+    assert live_device.text == new_device.text
 
 
 def test_real_time_score_judges_the_last_24_hours(graph: Neo4jRunner) -> None:
