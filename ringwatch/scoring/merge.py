@@ -34,6 +34,9 @@ from ringwatch.scoring.graph import noisy_or
 from ringwatch.scoring.reasons import Reason, ranked
 
 CONFIRMED_FRAUD_FLOOR = 0.99
+# The share of the stacking model's raw score kept in its rescaled probability: enough to keep
+# subscribers in the model's order where the rescaling saturates, too little to move a priority.
+STACKING_TIE_BREAK = 1e-3
 
 
 def rule_merge(components: Mapping[str, float]) -> float:
@@ -114,7 +117,10 @@ def train_stacking(
         model.fit(matrix[train], y[train])
         scores[held_out] = model.predict_proba(matrix[held_out])[:, 1]
     label_frequency = float(scores[y == 1].mean()) if positives else 1.0
-    probabilities = np.clip(scores / max(label_frequency, 1e-6), 0.0, 1.0)
+    rescaled = np.clip(scores / max(label_frequency, 1e-6), 0.0, 1.0)
+    # Every score at or above the label frequency rescales to 1: without the model's own score
+    # as a tie-break the top of a review queue would be one tie of hundreds of subscribers.
+    probabilities = (1.0 - STACKING_TIE_BREAK) * rescaled + STACKING_TIE_BREAK * scores
     return StackingModel(names, probabilities, label_frequency, len(y), positives)
 
 

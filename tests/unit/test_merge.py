@@ -156,6 +156,22 @@ def test_stacking_finds_unlabelled_fraud_well_above_the_base_rate() -> None:
     assert probabilities.mean() > 2 * labelled.mean()
 
 
+def test_stacking_keeps_the_model_order_where_the_rescaling_saturates() -> None:
+    rows, _, labelled = synthetic()
+    model = train_stacking(rows, labelled.tolist(), min_per_class=20)
+    assert model is not None
+    probabilities = model.probabilities
+    top = probabilities >= 0.999  # rescaled to 1: at or above the label frequency
+    assert top.sum() > 20
+    # Distinct values, not one tie, all within the tie-break's share of 1.
+    assert len(np.unique(probabilities[top])) == top.sum()
+    assert probabilities.max() <= 1.0
+    # Same order as the rows' evidence where it saturates (graph_risk drives the synthetic fraud).
+    graph = np.array([row["graph_risk"] for row in rows])
+    order = np.argsort(probabilities[top])
+    assert np.corrcoef(np.arange(top.sum()), graph[top][order])[0, 1] > 0.5
+
+
 def test_stacking_is_deterministic_for_a_random_state() -> None:
     rows, _, labelled = synthetic(seed=11, rows=800, fraud_rate=0.1)
     first = train_stacking(rows, labelled.tolist(), min_per_class=5, random_state=3)
