@@ -53,8 +53,10 @@ def test_offline_usage_days_equal_the_online_buckets(seed: int, tmp_path: Path) 
     for bucket in online:
         row = by_id[bucket["id"]]
         assert row[1:4] == [bucket["subscriber_id"], "day", _iso(bucket["start"])]
-        names = ("count", "spend", "topup", "data_mb", "calls", "short_calls", "night_calls")
-        names += ("call_s", "sms")
+        names = (
+            *("count", "spend", "topup", "data_mb", "calls"),
+            *("short_calls", "night_calls", "call_s", "sms"),
+        )
         assert row[4:] == pytest.approx([bucket[name] for name in names])
     made = (tmp_path / "MADE.csv").read_text().splitlines()
     assert len(made) == 1 + len(events)  # header, then one edge per distinct transaction
