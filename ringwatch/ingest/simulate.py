@@ -483,6 +483,13 @@ _DATA_TABLE: Final = _hour_table(_DATA_HOURS)
 _SIM_BOX_TABLE: Final = _hour_table(_SIM_BOX_HOURS)
 
 
+def _carrier_nat_block(index: int) -> str:
+    """The /24 of the `index`-th carrier-NAT address: 172.58.10.x upwards, carrying into the
+    second octet past 255 (a million subscribers need about a thousand NAT addresses)."""
+    block = 58 * 256 + 10 + index
+    return f"172.{block // 256}.{block % 256}"
+
+
 @cache
 def _exchanges(area_code: str) -> tuple[str, ...]:
     """Central-office codes used for generated numbers of an area code."""
@@ -1056,7 +1063,7 @@ class _Population:
         if not behind:
             return
         count = max(2, round(len(behind) / sharing.subscribers_per_carrier_nat_ip))
-        nat_ips = [f"172.58.{10 + index}.{rng.randint(1, 254)}" for index in range(count)]
+        nat_ips = [f"{_carrier_nat_block(index)}.{rng.randint(1, 254)}" for index in range(count)]
         for sub in behind:
             sub.shares = True
             self._device_seen(sub, self._sometime_after(sub), sub.device, rng.choice(nat_ips))

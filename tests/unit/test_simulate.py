@@ -433,3 +433,14 @@ def test_flat_formats_hold_the_simulation(sim: Simulation, tmp_path: Path, fmt: 
         records = list(iter_records(paths[str(family)], family))
         parsed = [parse_event(family, record.raw or b"") for record in records]
         assert parsed == events
+
+
+def test_carrier_nat_addresses_stay_valid_past_255_blocks() -> None:
+    from ringwatch.ingest.simulate import _carrier_nat_block
+
+    assert _carrier_nat_block(0) == "172.58.10"  # unchanged for populations that needed few
+    assert _carrier_nat_block(245) == "172.58.255"
+    assert _carrier_nat_block(246) == "172.59.0"
+    blocks = {_carrier_nat_block(i) for i in range(5000)}
+    assert len(blocks) == 5000
+    assert all(all(0 <= int(octet) <= 255 for octet in b.split(".")) for b in blocks)
