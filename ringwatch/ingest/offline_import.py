@@ -183,8 +183,8 @@ def _cell(value: object) -> object:
 class _Transactions:
     """Transactions streamed to CSV as they come; day buckets summed at the end with numpy.
 
-    Per transaction only its bucket key and five numbers are kept (about 45 bytes), so ten
-    million transactions need about half a gigabyte rather than a Python object each.
+    Per transaction only its id (to count a repeated one once) and, for its usage day, a key and
+    five numbers (about 45 bytes) are kept: ten million transactions took 2.7 GB in all.
     """
 
     def __init__(self, files: _CsvFiles) -> None:
