@@ -123,12 +123,11 @@ RETURN sid, coalesce(s.created_at, s.first_seen).epochMillis AS account_start,
        days, spend, data_mb, busy, call_days, transactions, calls
 """
 
-# Devices and IPs first used in the window, a grace period or more after the subscriber's first
-# one of the kind, with what was done from each within the following hours (up to as_of).
-# The devices and IPs a subscriber `sid` first used in the window (after its first week of
-# links), with what it did with each in the next hours: count, spend and last use. Shared by the
-# batch statement below and the real-time evidence query.
-_NEW_IDENTIFIERS_OF_SID = """
+# Devices and IPs subscriber `sid` first used in the window, a grace period or more after its
+# first one of the kind, with what was done from each within the following hours (up to as_of).
+# One body for the batch statement below and the real-time evidence query; the statements are
+# put together from these constants only (LiteralString), never from input.
+_NEW_IDENTIFIERS_OF_SID: LiteralString = """
   MATCH (:Subscriber {id: sid})-[r:USES_DEVICE|USES_IP]->(i)
   WITH sid, type(r) AS rel, min(r.first_seen) AS earliest, collect([i, r.first_seen]) AS links
   UNWIND links AS link
@@ -151,7 +150,7 @@ _NEW_IDENTIFIERS_OF_SID = """
          earliest.epochMillis AS earliest, n, spend, last
 """
 
-_NEW_IDENTIFIERS = (
+_NEW_IDENTIFIERS: LiteralString = (
     """
 UNWIND $ids AS sid
 CALL (sid) {"""
@@ -222,7 +221,7 @@ SET s.usage_risk = row.risk,
 # started; per-day totals over the baseline, summed by the server (a row a day, not a row a
 # transaction); and the transactions themselves only where the rules look at each one (bursts,
 # destinations, travel): the last day, plus the travel look-behind before it.
-_SUBSCRIBER_EVIDENCE = (
+_SUBSCRIBER_EVIDENCE: LiteralString = (
     """
 MATCH (s:Subscriber {id: $sid})
 OPTIONAL CALL (s) {

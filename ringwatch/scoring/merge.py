@@ -35,7 +35,7 @@ from ringwatch.scoring.reasons import Reason, ranked
 
 CONFIRMED_FRAUD_FLOOR = 0.99
 # The share of the stacking model's raw score kept in its rescaled probability: enough to keep
-# subscribers in the model's order where the rescaling saturates, too little to move a priority.
+# subscribers in the model's order where the rescaling saturates; it moves a risk by 0.001 at most.
 STACKING_TIE_BREAK = 1e-3
 
 
