@@ -24,13 +24,12 @@ from ringwatch.graph.db import QueryRunner, Record, Tx
 from ringwatch.graph.rings import LiveRingTracker, RingEvent
 from ringwatch.ingest.normalize import IdentifierKind
 from ringwatch.ingest.prepare import (
-    NIGHT_HOURS,
-    SHORT_CALL_S,
     IdentifierLink,
     PreparedEvent,
     PreparedIdentity,
     PreparedLabel,
     PreparedTransaction,
+    usage_day_id,
 )
 
 E = TypeVar("E")
@@ -332,37 +331,34 @@ def _bucket_rows(transactions: Iterable[PreparedTransaction]) -> list[dict[str, 
     buckets: dict[str, dict[str, Any]] = {}
     for t in transactions:
         day = t.ts.replace(hour=0, minute=0, second=0, microsecond=0)
-        is_call = t.kind == "call"
-        short = is_call and t.duration_s is not None and t.duration_s < SHORT_CALL_S
-        for grain, start in (("day", day),):
-            bucket_id = f"{t.subscriber_id}|{grain}|{start.isoformat()}"
-            row = buckets.setdefault(
-                bucket_id,
-                {
-                    "id": bucket_id,
-                    "subscriber_id": t.subscriber_id,
-                    "grain": grain,
-                    "start": start,
-                    "count": 0,
-                    "spend": 0.0,
-                    "topup": 0.0,
-                    "data_mb": 0.0,
-                    "calls": 0,
-                    "short_calls": 0,
-                    "night_calls": 0,
-                    "call_s": 0.0,
-                    "sms": 0,
-                },
-            )
-            row["count"] += 1
-            row["spend"] += t.spend
-            row["topup"] += t.topup
-            row["data_mb"] += t.data_mb or 0.0
-            row["calls"] += int(is_call)
-            row["short_calls"] += int(short)
-            row["night_calls"] += int(is_call and t.ts.hour in NIGHT_HOURS)
-            row["call_s"] += (t.duration_s or 0.0) if is_call else 0.0
-            row["sms"] += int(t.kind == "sms")
+        bucket_id = usage_day_id(t.subscriber_id, day)
+        row = buckets.setdefault(
+            bucket_id,
+            {
+                "id": bucket_id,
+                "subscriber_id": t.subscriber_id,
+                "grain": "day",
+                "start": day,
+                "count": 0,
+                "spend": 0.0,
+                "topup": 0.0,
+                "data_mb": 0.0,
+                "calls": 0,
+                "short_calls": 0,
+                "night_calls": 0,
+                "call_s": 0.0,
+                "sms": 0,
+            },
+        )
+        row["count"] += 1
+        row["spend"] += t.spend
+        row["topup"] += t.topup
+        row["data_mb"] += t.data_mb or 0.0
+        row["calls"] += int(t.is_call)
+        row["short_calls"] += int(t.is_short_call)
+        row["night_calls"] += int(t.is_night_call)
+        row["call_s"] += t.call_s
+        row["sms"] += int(t.kind == "sms")
     return [buckets[key] for key in sorted(buckets)]
 
 

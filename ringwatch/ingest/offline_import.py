@@ -42,12 +42,11 @@ from ringwatch.ingest.exceptions import IngestError
 from ringwatch.ingest.formats import iter_records
 from ringwatch.ingest.normalize import IdentifierKind
 from ringwatch.ingest.prepare import (
-    NIGHT_HOURS,
-    SHORT_CALL_S,
     IdentifierLink,
     PreparedIdentity,
     PreparedTransaction,
     Preparer,
+    usage_day_id,
 )
 from ringwatch.stack import manager
 from ringwatch.stack.servers import Neo4jServer
@@ -267,19 +266,14 @@ class _Transactions:
             self._subscriber_ids.append(t.subscriber_id)
         # Day ordinals stay far below 2**22: subscriber and day fit one 64-bit key.
         self._keys.append(index << 22 | t.ts.toordinal())
-        is_call = t.kind == "call"
         self._spend.append(t.spend)
         self._topup.append(t.topup)
         self._data_mb.append(t.data_mb or 0.0)
-        self._call_s.append((t.duration_s or 0.0) if is_call else 0.0)
+        self._call_s.append(t.call_s)
         self._flags.append(
-            (_CALL if is_call else 0)
-            | (
-                _SHORT_CALL
-                if is_call and t.duration_s is not None and t.duration_s < SHORT_CALL_S
-                else 0
-            )
-            | (_NIGHT_CALL if is_call and t.ts.hour in NIGHT_HOURS else 0)
+            (_CALL if t.is_call else 0)
+            | (_SHORT_CALL if t.is_short_call else 0)
+            | (_NIGHT_CALL if t.is_night_call else 0)
             | (_SMS if t.kind == "sms" else 0)
         )
 
@@ -316,7 +310,7 @@ class _Transactions:
             subscriber_id = self._subscriber_ids[key >> 22]
             start = datetime.fromordinal(key & ((1 << 22) - 1)).replace(tzinfo=UTC)
             yield [
-                f"{subscriber_id}|day|{start.isoformat()}",
+                usage_day_id(subscriber_id, start),
                 subscriber_id,
                 "day",
                 _iso(start),

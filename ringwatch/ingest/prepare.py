@@ -109,6 +109,29 @@ class PreparedTransaction:
     def topup(self) -> float:
         return float(self.amount or 0.0) if self.kind == "topup" else 0.0
 
+    # What the transaction adds to its day's usage bucket, the same for the online writer and
+    # the offline import.
+    @property
+    def is_call(self) -> bool:
+        return self.kind == "call"
+
+    @property
+    def call_s(self) -> float:
+        return (self.duration_s or 0.0) if self.is_call else 0.0
+
+    @property
+    def is_short_call(self) -> bool:
+        return self.is_call and self.duration_s is not None and self.duration_s < SHORT_CALL_S
+
+    @property
+    def is_night_call(self) -> bool:
+        return self.is_call and self.ts.hour in NIGHT_HOURS
+
+
+def usage_day_id(subscriber_id: str, day: datetime) -> str:
+    """The id of a subscriber's usage bucket for the UTC day starting at `day`."""
+    return f"{subscriber_id}|day|{day.isoformat()}"
+
 
 @dataclass(frozen=True)
 class PreparedLabel:
