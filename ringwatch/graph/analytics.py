@@ -6,7 +6,11 @@ One run projects the graph once into GDS memory and computes, in order:
    so an unchanged component keeps its id (rings are built on these components);
 2. weighted Jaccard similarity between subscribers over the identifiers they share (the
    identifier-type weight is the relationship weight), compared only within a component (the
-   rest share nothing), kept as ``SIMILAR_TO {score}`` in Neo4j: "probably the same person";
+   rest share nothing); each subscriber's ten most similar others stay in GDS memory for step 3,
+   its single most similar other is kept as ``SIMILAR_TO {score}`` in Neo4j ("probably the same
+   person"; the similarity is symmetric, so that edge also carries the subscriber's highest
+   score). A recomputation compares the stored edges with the new ones and changes only those
+   that differ, in the background while the next algorithms run;
 3. Louvain communities, PageRank and weighted degree on that subscriber-subscriber similarity
    graph;
 4. closeness to labelled fraud: PageRank personalised on subscribers labelled fraud, over the
@@ -18,6 +22,12 @@ Only subscribers get the results (``component_id``, ``community_id``, ``pagerank
 Identifiers marked as hubs and identifier types with weight 0 are left out of the projection,
 so a carrier-NAT IP or a placeholder IMEI never glues thousands of strangers into one ring.
 
+The projection is native (GDS reads the store directly, several times faster than a Cypher
+projection): every subscriber and identifier, each weighted identifier type as stored and
+undirected, its weight as a default value. Hubs carry a ``Hub`` label (synchronised with their
+``hub`` flag at the start of each run) and a filtered copy without them is what the
+algorithms see. Subscribers left with no link still get results, which the last step clears.
+
 Before each algorithm the memory it needs is estimated with GDS's estimate procedures and the
 run stops with a clear error when it would not fit in the heap. The projection is dropped in a
 ``finally``, whatever fails.
@@ -28,6 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, LiteralString
@@ -45,8 +56,17 @@ log = logging.getLogger(__name__)
 
 GRAPH_NAME = "ringwatch-identity"
 _RETRIES = 5
-LINK = "LINK"  # subscriber -> identifier, natural orientation (node similarity needs it)
-LINK_UNDIRECTED = "LINK_UNDIRECTED"
+# Identifiers with `hub = true` also carry this label, kept in step at the start of every run:
+# the native projection reads labels, not property values, so hubs are filtered out by label.
+HUB_LABEL = "Hub"
+# A relationship property key no relationship carries: the native projection gives every link
+# its type's weight as the default value. GDS accepts only keys the database knows, so the key
+# is created (as a name, with no data) before projecting.
+WEIGHT_KEY = "ringwatch_link_weight"
+# Each subscriber's top-k most similar others live in GDS memory only (communities, centrality);
+# its single most similar other is what Neo4j stores, as SIMILAR_TO: the "likely the same
+# person" evidence, and by symmetry of the similarity also every subscriber's highest score.
+SIMILAR_TOP_K = "SIMILAR_TOP_K"
 SIMILAR = "SIMILAR_TO"
 SIMILAR_UNDIRECTED = "SIMILAR_UNDIRECTED"
 SUBSCRIBER_PROPERTIES = (
@@ -129,22 +149,31 @@ def link_pattern(config: ScoringConfig) -> LiteralString:
     return "|".join(types)
 
 
-def _projection_query(pattern: str) -> LiteralString:
-    return (
-        f"MATCH (s:Subscriber)-[r:{pattern}]->(i)\n"
-        "WHERE NOT coalesce(i.hub, false)\n"
-        "WITH gds.graph.project($name, s, i, {\n"
-        "  sourceNodeLabels: ['Subscriber'],\n"
-        "  targetNodeLabels: labels(i),\n"
-        # -1 means "no seed yet": WCC then gives the node a fresh component id.
-        "  sourceNodeProperties: {seed: coalesce(s.component_id, -1),\n"
-        "                         fraud: CASE WHEN s.label = 'fraud' THEN 1 ELSE 0 END},\n"
-        "  targetNodeProperties: {seed: -1, fraud: 0},\n"
-        f"  relationshipType: '{LINK}',\n"
-        "  relationshipProperties: {weight: $weights[type(r)]}\n"
-        "}) AS g\n"
-        "RETURN g.nodeCount AS nodes, g.relationshipCount AS relationships"
-    )
+def _node_projection(labels: list[str]) -> dict[str, Any]:
+    # -1 means "no seed yet": WCC then gives the node a fresh component id. Only subscribers
+    # ever carry a component id; identifiers take the default.
+    seed = {"seed": {"property": "component_id", "defaultValue": -1}}
+    return {label: {"label": label, "properties": seed} for label in labels}
+
+
+def _relationship_projection(weights: dict[str, float]) -> dict[str, Any]:
+    """Each identifier type twice: as stored (node similarity compares subscribers by their
+    outgoing links) and undirected (components, closeness, embeddings walk both ways)."""
+    projection: dict[str, Any] = {}
+    for rel, weight in weights.items():
+        # No relationship carries WEIGHT_KEY, so every link takes its type's weight.
+        properties = {"weight": {"property": WEIGHT_KEY, "defaultValue": weight}}
+        projection[rel] = {"type": rel, "orientation": "NATURAL", "properties": properties}
+        projection[undirected(rel)] = {
+            "type": rel,
+            "orientation": "UNDIRECTED",
+            "properties": properties,
+        }
+    return projection
+
+
+def undirected(rel: str) -> str:
+    return f"{rel}_UNDIRECTED"
 
 
 # Subscribers that fell out of the projection (all their identifiers became hubs or were
@@ -160,6 +189,43 @@ def _stale_query(pattern: str) -> LiteralString:
     )
 
 
+_COUNT_SIMILAR: LiteralString = "MATCH ()-[r:SIMILAR_TO]->() RETURN count(r) AS stored"
+_SIMILAR_OUT = "similar_out"
+_WRITE_SIMILAR: LiteralString = (
+    "CALL gds.graph.relationshipProperties.write($name, $type, ['score'], {})\n"
+    "YIELD relationshipsWritten RETURN relationshipsWritten AS written"
+)
+# Per subscriber with pairs this run, compared with what it has stored: when they differ, its
+# stored edges to anyone else go and its pairs are merged (an unchanged score writes nothing).
+# Most subscribers' pairs survive a recomputation and are only read.
+_UPDATE_SIMILAR: LiteralString = (
+    "CALL gds.graph.relationshipProperty.stream($pairs, 'score', [$type])\n"
+    "YIELD sourceNodeId, targetNodeId, propertyValue\n"
+    "WITH sourceNodeId, collect([gds.util.asNode(targetNodeId), propertyValue]) AS pairs\n"
+    "CALL (sourceNodeId, pairs) {\n"
+    "  WITH gds.util.asNode(sourceNodeId) AS s, pairs\n"
+    "  WITH s, pairs, COLLECT { MATCH (s)-[r:SIMILAR_TO]->(o) RETURN [o, r.score] } AS stored\n"
+    # Scores are compared to 1e-9: a new projection may sum the same weights in another order.
+    "  WHERE size(stored) <> size(pairs) OR any(pair IN pairs WHERE none(old IN stored\n"
+    "        WHERE old[0] = pair[0] AND abs(old[1] - pair[1]) <= 1e-9))\n"
+    "  CALL (s, pairs) {\n"
+    "    MATCH (s)-[old:SIMILAR_TO]->(o) WHERE NOT o IN [p IN pairs | p[0]]\n"
+    "    DELETE old\n"
+    "  }\n"
+    "  UNWIND pairs AS pair\n"
+    "  WITH s, pair[0] AS o, pair[1] AS score\n"
+    "  MERGE (s)-[r:SIMILAR_TO]->(o)\n"
+    "  SET r.score = score\n"
+    "} IN TRANSACTIONS OF 2000 ROWS"
+)
+# Subscribers with no pair this run lose the edges they had.
+_DROP_SIMILAR_OF_UNPAIRED: LiteralString = (
+    "MATCH (s:Subscriber)-[old:SIMILAR_TO]->()\n"
+    f"WHERE gds.util.nodeProperty($name, s, '{_SIMILAR_OUT}', 'Subscriber') = 0\n"
+    "CALL (old) { DELETE old } IN TRANSACTIONS OF 20000 ROWS\n"
+    "RETURN count(*) AS dropped"
+)
+_DROP_GRAPH: LiteralString = "CALL gds.graph.drop($name, false) YIELD graphName RETURN graphName"
 _DELETE_SIMILAR: LiteralString = (
     "MATCH (:Subscriber)-[r:SIMILAR_TO]->(:Subscriber)\n"
     "CALL (r) { DELETE r } IN TRANSACTIONS OF 20000 ROWS"
@@ -179,6 +245,16 @@ _RENUMBER: LiteralString = (
     "UNWIND $rows AS row\n"
     "MATCH (s:Subscriber) WHERE s.component_part = row.part\n"
     "SET s.component_id = row.id"
+)
+
+_MARK_HUBS: dict[str, LiteralString] = {
+    schema.label: (
+        f"MATCH (i:{schema.label}) WHERE i.hub = true AND NOT i:{HUB_LABEL} SET i:{HUB_LABEL}"
+    )
+    for schema in IDENTIFIER_SCHEMA.values()
+}
+_UNMARK_HUBS: LiteralString = (
+    f"MATCH (i:{HUB_LABEL}) WHERE NOT coalesce(i.hub, false) REMOVE i:{HUB_LABEL}"
 )
 
 # Results an algorithm could not produce this run (no similar pairs, no labelled fraud) are
@@ -210,6 +286,8 @@ class GdsPipeline:
         self.config = config
         self.options = options or PipelineOptions()
         self.report = PipelineReport()
+        self.split = False
+        self._pairs_copy = f"{self.options.graph_name}-pairs"
         # Progress bars are for notebooks; the steps are logged with their timings instead.
         gds.set_show_progress(False)
 
@@ -217,23 +295,37 @@ class GdsPipeline:
         self._require_gds()
         pattern = link_pattern(self.config)
         weights = identifier_weights(self.config)
+        self.links = list(weights)
+        self.links_undirected = [undirected(rel) for rel in weights]
         name = self.options.graph_name
-        self._drop(name)  # a crashed run may have left its projection behind
+        everything = f"{name}-with-hubs"
+        self._drop(name)  # a crashed run may have left its projections behind
+        self._drop(everything)
+        self._drop(self._pairs_copy)
         try:
+            labels = ["Subscriber", *_identifier_labels(weights), HUB_LABEL]
+            nodes, relationships = _node_projection(labels), _relationship_projection(weights)
             with self._step("estimate projection") as detail:
-                estimate = self.gds.graph.project.estimate(
-                    ["Subscriber", *_identifier_labels(weights)],
-                    {rel: {"orientation": "NATURAL"} for rel in weights},
-                )
+                estimate = self.gds.graph.project.estimate(nodes, relationships)
                 detail["bytes_max"] = estimate.bytes_max
-                self._fits("projection", estimate.bytes_max, estimate.heap_percentage_max)
+                # The projection and its copy without hubs are in memory together for a moment.
+                self._fits("projection", 2 * estimate.bytes_max, 2 * estimate.heap_percentage_max)
             with self._step("project") as detail:
+                self._sync_hub_labels(weights)
+                self._create_tokens(labels, list(weights))
+                self.gds.run_cypher(
+                    "CALL gds.graph.project($name, $nodes, $relationships) YIELD nodeCount",
+                    {"name": everything, "nodes": nodes, "relationships": relationships},
+                )
                 row = self.gds.run_cypher(
-                    _projection_query(pattern), {"name": name, "weights": weights}
+                    f"CALL gds.graph.filter($name, $from, 'NOT n:{HUB_LABEL}', '*')\n"
+                    "YIELD nodeCount, relationshipCount",
+                    {"name": name, "from": everything},
                 ).iloc[0]
-                # With nothing to project, no graph is created and the counts are null.
-                self.report.projected_nodes = int(row["nodes"] or 0)
-                self.report.projected_relationships = int(row["relationships"] or 0)
+                self._drop(everything)
+                self.report.projected_nodes = int(row["nodeCount"])
+                # Each link is projected twice (as stored and undirected, two ways): count once.
+                self.report.projected_relationships = int(row["relationshipCount"]) // 3
                 detail.update(nodes=self.report.projected_nodes,
                               relationships=self.report.projected_relationships)  # fmt: skip
             if self.report.projected_relationships == 0:
@@ -241,27 +333,44 @@ class GdsPipeline:
                 self._clear_stale(pattern)
                 return self.report
             graph = self.gds.graph.get(name)
-            with self._step("undirected copy"):
-                self.gds.graph.relationships.to_undirected(graph, LINK, LINK_UNDIRECTED)
+            # The filtered copy leaves out identifier types with no links left.
+            present = set(graph.relationship_types())
+            self.links = [rel for rel in self.links if rel in present]
+            self.links_undirected = [rel for rel in self.links_undirected if rel in present]
             self._components(graph)
             self._similarity(graph)
-            self._communities_and_centrality(graph)
-            self._fraud_proximity(graph)
-            self._embeddings(graph)
+            # Storing the similarity edges is Neo4j's work (mostly reading, on a recomputation)
+            # and the next algorithms are GDS's: they overlap. Nothing else writes to Neo4j
+            # until the store is done, so the two never wait on each other's locks.
+            pending = self._start_similarity_write(graph)
+            try:
+                self._communities_and_centrality(graph)
+                self._fraud_proximity(graph)
+                self._embeddings(graph)
+            finally:
+                # Timed as the wait that is left; the store's own time is in the detail.
+                with self._step("write similarities") as detail:
+                    detail.update(pending.result())
             with self._step("write subscriber properties") as detail:
                 produced = set(self.gds.graph.get(name).node_properties()["Subscriber"])
+                if not self.split:
+                    # Only split detection reads the parts: with no split, not worth writing.
+                    produced.discard("component_part")
                 written = [prop for prop in SUBSCRIBER_PROPERTIES if prop in produced]
                 result = self.gds.graph.node_properties.write(
                     graph, written, node_labels=["Subscriber"]
                 )
                 detail["properties_written"] = int(result.properties_written)
                 for prop in SUBSCRIBER_PROPERTIES:
-                    if prop not in produced:
+                    if prop not in produced and prop != "component_part":
                         self._auto_commit(_CLEAR_PROPERTY[prop])
-            with self._step("renumber split components") as detail:
-                detail["renumbered"] = self._split_parts()
+            if self.split:
+                with self._step("renumber split components") as detail:
+                    detail["renumbered"] = self._split_parts()
             self._clear_stale(pattern)
         finally:
+            self._drop(everything)
+            self._drop(self._pairs_copy)
             self._drop(name)
         return self.report
 
@@ -274,46 +383,99 @@ class GdsPipeline:
                 graph,
                 mutate_property="component_id",
                 seed_property="seed",
-                relationship_types=[LINK_UNDIRECTED],
+                relationship_types=self.links_undirected,
                 concurrency=self.options.concurrency,
             )
             self.report.components = int(result.component_count)
             detail["components"] = self.report.components
             # Seeding keeps an unchanged component's id, but when a component splits every
             # part keeps the seed. An unseeded run tells the parts apart (see _split_parts).
-            self.gds.wcc.mutate(
+            parts = self.gds.wcc.mutate(
                 graph,
                 mutate_property="component_part",
-                relationship_types=[LINK_UNDIRECTED],
+                relationship_types=self.links_undirected,
                 concurrency=self.options.concurrency,
             )
+            # Connected subscribers always share a seeded id, so the parts refine the seeded
+            # components: more parts than components means some component split.
+            self.split = int(parts.component_count) != self.report.components
+            detail["split"] = self.split
 
     def _similarity(self, graph: Any) -> None:
         with self._step("node similarity (weighted Jaccard)") as detail:
-            result = self.gds.node_similarity.mutate(
-                graph,
-                mutate_relationship_type=SIMILAR,
-                mutate_property="score",
-                top_k=self.options.similarity_top_k,
-                similarity_cutoff=self.options.similarity_cutoff,
-                relationship_weight_property="weight",
-                relationship_types=[LINK],
-                # Subscribers of different components share no identifier, so comparing only
-                # within a component gives the same pairs at a fraction of the work.
-                use_components="component_part",
-                concurrency=self.options.concurrency,
-            )
-            self.report.similar_pairs = int(result.relationships_written)
-            detail["pairs"] = self.report.similar_pairs
-        with self._step("write similarities") as detail:
-            self._auto_commit(_DELETE_SIMILAR)
-            if self.report.similar_pairs:
-                written = self.gds.graph.relationships.write(graph, SIMILAR, ["score"])
-                detail["written"] = int(written.relationships_written)
-                # Both directions of a mutual pair carry the same score: keep one edge.
-                self.gds.graph.relationships.to_undirected(
-                    graph, SIMILAR, SIMILAR_UNDIRECTED, aggregation="SINGLE"
+            for kept, top_k in ((SIMILAR_TOP_K, self.options.similarity_top_k), (SIMILAR, 1)):
+                result = self.gds.node_similarity.mutate(
+                    graph,
+                    mutate_relationship_type=kept,
+                    mutate_property="score",
+                    top_k=top_k,
+                    similarity_cutoff=self.options.similarity_cutoff,
+                    relationship_weight_property="weight",
+                    relationship_types=self.links,
+                    # Subscribers of different components share no identifier, so comparing
+                    # only within a component gives the same pairs at a fraction of the work.
+                    use_components="component_part",
+                    # Among equally similar others, parallel threads pick one by timing; one
+                    # thread picks the same one every run, so a stored edge only changes when
+                    # the graph does (and an unchanged graph rewrites nothing).
+                    concurrency=1 if kept == SIMILAR else self.options.concurrency,
                 )
+                detail[kept] = int(result.relationships_written)
+            self.report.similar_pairs = detail[SIMILAR_TOP_K]
+        if self.report.similar_pairs:
+            # Both directions of a mutual pair carry the same score: keep one edge.
+            self.gds.graph.relationships.to_undirected(
+                graph, SIMILAR_TOP_K, SIMILAR_UNDIRECTED, aggregation="SINGLE"
+            )
+
+    def _start_similarity_write(self, graph: Any) -> Future[dict[str, Any]]:
+        stored = int(self._auto_commit(_COUNT_SIMILAR)[0]["stored"])
+        if stored and self.report.similar_pairs:
+            # Done here, not in the background: two concurrent mutations of one projection
+            # could each miss the other's property.
+            self.gds.degree.mutate(
+                graph,
+                mutate_property=_SIMILAR_OUT,
+                relationship_types=[SIMILAR],
+                orientation="NATURAL",
+                node_labels=["Subscriber"],
+            )
+            # A copy with only subscribers and the pairs to store: streaming from it is several
+            # times faster than from the whole projection, and nothing else touches it.
+            self.gds.run_cypher(
+                f"CALL gds.graph.filter($copy, $name, 'n:Subscriber', 'r:{SIMILAR}')\n"
+                "YIELD nodeCount RETURN nodeCount",
+                {"copy": self._pairs_copy, "name": self.options.graph_name},
+            )
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="similarity-write")
+        future = executor.submit(self._write_similarities, stored)
+        executor.shutdown(wait=False)
+        return future
+
+    def _write_similarities(self, stored: int) -> dict[str, Any]:
+        """Store this run's pairs as SIMILAR_TO edges (runs in the background; only the
+        thread-safe driver is used here, never the GDS client)."""
+        started = time.perf_counter()
+        detail: dict[str, Any] = {"stored_before": stored}
+        params = {"name": self.options.graph_name, "pairs": self._pairs_copy, "type": SIMILAR}
+        if not self.report.similar_pairs:
+            self._auto_commit(_DELETE_SIMILAR)
+        elif stored == 0:
+            # Nothing to compare with (a first run): GDS writes every pair at once.
+            # Not retried: a second attempt after a partial write would duplicate edges.
+            with self.driver.session(database=self.database) as session:
+                detail["written"] = int(session.run(_WRITE_SIMILAR, params).single(strict=True)[0])
+        else:
+            # A recomputation keeps most pairs: compare, and touch only what changed, which
+            # costs far less than deleting and recreating a million edges.
+            try:
+                self._auto_commit(_UPDATE_SIMILAR, params)
+            finally:
+                self._auto_commit(_DROP_GRAPH, {"name": self._pairs_copy})
+            dropped = self._auto_commit(_DROP_SIMILAR_OF_UNPAIRED, params)
+            detail["dropped_unpaired"] = int(dropped[0]["dropped"])
+        detail["background_s"] = round(time.perf_counter() - started, 2)
+        return detail
 
     def _communities_and_centrality(self, graph: Any) -> None:
         if not self.report.similar_pairs:
@@ -360,24 +522,30 @@ class GdsPipeline:
 
     def _fraud_proximity(self, graph: Any) -> None:
         with self._step("closeness to labelled fraud") as detail:
-            sources = self.gds.run_cypher(
-                "CALL gds.graph.nodeProperty.stream($name, 'fraud', ['Subscriber'])\n"
-                "YIELD nodeId, propertyValue WHERE propertyValue = 1\n"
-                "RETURN collect(nodeId) AS ids",
-                {"name": self.options.graph_name},
-            ).iloc[0]["ids"]
-            self.report.labelled_fraud = len(sources)
-            detail["labelled_fraud"] = len(sources)
-            if not sources:
-                return  # personalised PageRank needs at least one source
-            self.gds.page_rank.mutate(
-                graph,
-                mutate_property="fraud_proximity",
-                relationship_types=[LINK_UNDIRECTED],
-                relationship_weight_property="weight",
-                source_nodes=[int(node) for node in sources],
-                concurrency=self.options.concurrency,
+            config: dict[str, Any] = {
+                "mutateProperty": "fraud_proximity",
+                "relationshipTypes": self.links_undirected,
+                "relationshipWeightProperty": "weight",
+            }
+            if self.options.concurrency:
+                config["concurrency"] = self.options.concurrency
+            # Every subscriber is in the projection (the hub filter keeps them all), so the
+            # labelled ones are passed as nodes; with none, personalised PageRank cannot run.
+            labelled = self.gds.run_cypher(
+                "MATCH (s:Subscriber) WHERE s.label = 'fraud'\n"
+                "WITH collect(s) AS sources\n"
+                "OPTIONAL CALL (sources) {\n"
+                "  WITH sources WHERE size(sources) > 0\n"
+                "  WITH sources, $config AS config\n"
+                "  CALL gds.pageRank.mutate($name, config {.*, sourceNodes: sources})\n"
+                "  YIELD nodePropertiesWritten RETURN nodePropertiesWritten\n"
+                "}\n"
+                "RETURN size(sources) AS labelled",
+                {"name": self.options.graph_name, "config": config},
             )
+            count = int(labelled.iloc[0]["labelled"])
+            self.report.labelled_fraud = count
+            detail["labelled_fraud"] = count
 
     def _embeddings(self, graph: Any) -> None:
         self._estimate(
@@ -385,7 +553,7 @@ class GdsPipeline:
             self.gds.fast_rp.estimate(
                 graph,
                 embedding_dimension=self.options.embedding_dimension,
-                relationship_types=[LINK_UNDIRECTED],
+                relationship_types=self.links_undirected,
             ),
         )
         with self._step("fastrp embeddings"):
@@ -393,7 +561,7 @@ class GdsPipeline:
                 graph,
                 mutate_property="embedding",
                 embedding_dimension=self.options.embedding_dimension,
-                relationship_types=[LINK_UNDIRECTED],
+                relationship_types=self.links_undirected,
                 relationship_weight_property="weight",
                 random_seed=self.options.random_seed,
                 iteration_weights=[0.0, 1.0, 1.0, 0.5],
@@ -422,6 +590,22 @@ class GdsPipeline:
                 "heap (RINGWATCH_STACK__NEO4J_HEAP) or lower the hub cap"
             )
 
+    def _create_tokens(self, labels: list[str], types: list[str]) -> None:
+        # A native projection refuses names the database has never seen (a store with no hub
+        # yet, no analysis yet); creating a name stores no data and is a no-op when it exists.
+        self.gds.run_cypher(
+            "UNWIND $labels AS label CALL db.createLabel(label)\n"
+            "WITH count(*) AS done UNWIND $types AS type CALL db.createRelationshipType(type)\n"
+            "WITH count(*) AS done UNWIND $keys AS key CALL db.createProperty(key)\n"
+            "RETURN count(*) AS created",
+            {"labels": labels, "types": types, "keys": [WEIGHT_KEY, "component_id"]},
+        )
+
+    def _sync_hub_labels(self, weights: dict[str, float]) -> None:
+        for label in _identifier_labels(weights):
+            self._auto_commit(_MARK_HUBS[label])
+        self._auto_commit(_UNMARK_HUBS)
+
     def _clear_stale(self, pattern: str) -> None:
         with self._step("clear stale results") as detail:
             detail["cleared"] = int(self._auto_commit(_stale_query(pattern))[0]["cleared"])
@@ -441,14 +625,16 @@ class GdsPipeline:
             session.execute_write(lambda tx: tx.run(_RENUMBER, {"rows": rows}).consume())
         return len(rows)
 
-    def _auto_commit(self, query: LiteralString) -> list[Record]:
+    def _auto_commit(
+        self, query: LiteralString, params: dict[str, Any] | None = None
+    ) -> list[Record]:
         # Batched writes (CALL ... IN TRANSACTIONS) need an implicit transaction, which the
         # driver does not retry; they are idempotent, so a deadlock with concurrent ingest is
         # retried here.
         for attempt in range(1, _RETRIES + 1):
             try:
                 with self.driver.session(database=self.database) as session:
-                    return list(session.run(query))
+                    return list(session.run(query, params))
             except TransientError:
                 if attempt == _RETRIES:
                     raise
