@@ -287,6 +287,7 @@ class GdsPipeline:
         self.options = options or PipelineOptions()
         self.report = PipelineReport()
         self.split = False
+        self._heap_bytes: int | None = None
         self._pairs_copy = f"{self.options.graph_name}-pairs"
         # Progress bars are for notebooks; the steps are logged with their timings instead.
         gds.set_show_progress(False)
@@ -308,8 +309,9 @@ class GdsPipeline:
             with self._step("estimate projection") as detail:
                 estimate = self.gds.graph.project.estimate(nodes, relationships)
                 detail["bytes_max"] = estimate.bytes_max
-                # The projection and its copy without hubs are in memory together for a moment.
-                self._fits("projection", 2 * estimate.bytes_max, 2 * estimate.heap_percentage_max)
+                # An upper bound: at 1M subscribers it was above the heap that the projection
+                # and its copy without hubs used together, so it is checked once.
+                self._fits("projection", int(estimate.bytes_max))
             with self._step("project") as detail:
                 self._sync_hub_labels(weights)
                 self._create_tokens(labels, list(weights))
@@ -579,10 +581,20 @@ class GdsPipeline:
             ) from exc
 
     def _estimate(self, what: str, estimate: Any) -> None:
-        self._fits(what, int(estimate.bytes_max), float(estimate.heap_percentage_max))
+        self._fits(what, int(estimate.bytes_max))
 
-    def _fits(self, what: str, bytes_max: int, heap_percentage: float) -> None:
+    def _fits(self, what: str, bytes_max: int) -> None:
         self.report.peak_estimate_bytes = max(self.report.peak_estimate_bytes, int(bytes_max))
+        # The estimates' own heapPercentageMax is a ratio rounded to one decimal (0.4 for 40 %),
+        # too coarse to check against; the heap's size is read once instead.
+        if self._heap_bytes is None:
+            self._heap_bytes = int(
+                self.gds.run_cypher(
+                    "CALL gds.debug.sysInfo() YIELD key, value\n"
+                    "WHERE key = 'heapMaxInBytes' RETURN value"
+                ).iloc[0]["value"]
+            )
+        heap_percentage = 100.0 * bytes_max / self._heap_bytes
         if heap_percentage > self.options.max_heap_percentage:
             raise AnalyticsError(
                 f"{what} needs up to {bytes_max / 2**20:,.0f} MiB, {heap_percentage:.0f}% of "

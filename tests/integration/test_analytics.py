@@ -11,7 +11,7 @@ from graphdatascience import GraphDataScience
 from neo4j import Driver
 
 from ringwatch.config import ScoringConfig, Settings
-from ringwatch.graph.analytics import run_pipeline
+from ringwatch.graph.analytics import AnalyticsError, PipelineOptions, run_pipeline
 from ringwatch.graph.db import Neo4jRunner
 from ringwatch.graph.rings import live_tracker, reconcile_rings
 from ringwatch.graph.scoring_run import score_all
@@ -196,6 +196,18 @@ def test_a_recomputation_leaves_the_same_similarities_as_a_fresh_run(
     assert ("b1", "b2") not in fresh and ("c1", "c2") in fresh
     p3_after = next(score for (a, _), score in fresh.items() if a == "p3")
     assert p3_after != pytest.approx(p3_before)  # 0.7 shared of 1.3 now
+
+
+def test_a_graph_too_big_for_the_heap_stops_before_projecting(
+    graph: Neo4jRunner, gds: GraphDataScience, driver: Driver
+) -> None:
+    people = Population(graph)
+    two_groups(people)
+    tiny_heap = PipelineOptions(max_heap_percentage=1e-6)
+    with pytest.raises(AnalyticsError, match=r"projection needs up to .* of Neo4j's heap"):
+        run_pipeline(gds, driver, CONFIG, tiny_heap)
+    assert not gds.graph.list()  # nothing projected, nothing left behind
+    assert all(props.get("component_id") is None for props in subscribers(graph).values())
 
 
 def test_hubs_stay_out_of_the_projection(
