@@ -342,8 +342,8 @@ class GdsPipeline:
             self._components(graph)
             self._similarity(graph)
             # Storing the similarity edges is Neo4j's work (mostly reading, on a recomputation)
-            # and the next algorithms are GDS's: they overlap. Nothing else writes to Neo4j
-            # until the store is done, so the two never wait on each other's locks.
+            # and the next algorithms are GDS's: they overlap. Nothing else in this run writes
+            # to Neo4j until the store is done, so the run never waits on its own locks.
             pending = self._start_similarity_write(graph)
             try:
                 self._communities_and_centrality(graph)
