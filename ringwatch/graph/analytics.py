@@ -189,6 +189,9 @@ def _stale_query(pattern: str) -> LiteralString:
     )
 
 
+_LABELLED_FRAUD: LiteralString = (
+    "MATCH (s:Subscriber) WHERE s.label = 'fraud' RETURN elementId(s) AS id"
+)
 _COUNT_SIMILAR: LiteralString = "MATCH ()-[r:SIMILAR_TO]->() RETURN count(r) AS stored"
 _SIMILAR_OUT = "similar_out"
 _WRITE_SIMILAR: LiteralString = (
@@ -288,6 +291,7 @@ class GdsPipeline:
         self.report = PipelineReport()
         self.split = False
         self._heap_bytes: int | None = None
+        self._fraud_ids: list[str] = []
         self._pairs_copy = f"{self.options.graph_name}-pairs"
         # Progress bars are for notebooks; the steps are logged with their timings instead.
         gds.set_show_progress(False)
@@ -313,6 +317,9 @@ class GdsPipeline:
                 # and its copy without hubs used together, so it is checked once.
                 self._fits("projection", int(estimate.bytes_max))
             with self._step("project") as detail:
+                # Read before projecting: ingest goes on meanwhile, and personalised PageRank
+                # refuses a source that arrived after the projection.
+                self._fraud_ids = [str(row["id"]) for row in self._auto_commit(_LABELLED_FRAUD, {})]
                 self._sync_hub_labels(weights)
                 self._create_tokens(labels, list(weights))
                 self.gds.run_cypher(
@@ -531,10 +538,10 @@ class GdsPipeline:
             }
             if self.options.concurrency:
                 config["concurrency"] = self.options.concurrency
-            # Every subscriber is in the projection (the hub filter keeps them all), so the
-            # labelled ones are passed as nodes; with none, personalised PageRank cannot run.
+            # Every subscriber that existed when the graph was projected is in it (the hub
+            # filter keeps them all); with no source, personalised PageRank cannot run.
             labelled = self.gds.run_cypher(
-                "MATCH (s:Subscriber) WHERE s.label = 'fraud'\n"
+                "MATCH (s:Subscriber) WHERE elementId(s) IN $ids\n"
                 "WITH collect(s) AS sources\n"
                 "OPTIONAL CALL (sources) {\n"
                 "  WITH sources WHERE size(sources) > 0\n"
@@ -543,7 +550,7 @@ class GdsPipeline:
                 "  YIELD nodePropertiesWritten RETURN nodePropertiesWritten\n"
                 "}\n"
                 "RETURN size(sources) AS labelled",
-                {"name": self.options.graph_name, "config": config},
+                {"name": self.options.graph_name, "config": config, "ids": self._fraud_ids},
             )
             count = int(labelled.iloc[0]["labelled"])
             self.report.labelled_fraud = count
