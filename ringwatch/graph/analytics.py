@@ -195,7 +195,7 @@ _LABELLED_FRAUD: LiteralString = (
 _COUNT_SIMILAR: LiteralString = "MATCH ()-[r:SIMILAR_TO]->() RETURN count(r) AS stored"
 _SIMILAR_OUT = "similar_out"
 _WRITE_SIMILAR: LiteralString = (
-    "CALL gds.graph.relationshipProperties.write($name, $type, ['score'], {})\n"
+    "CALL gds.graph.relationshipProperties.write($pairs, $type, ['score'], {})\n"
     "YIELD relationshipsWritten RETURN relationshipsWritten AS written"
 )
 # Per subscriber with pairs this run, compared with what it has stored: when they differ, its
@@ -224,7 +224,7 @@ _UPDATE_SIMILAR: LiteralString = (
 # Subscribers with no pair this run lose the edges they had.
 _DROP_SIMILAR_OF_UNPAIRED: LiteralString = (
     "MATCH (s:Subscriber)-[old:SIMILAR_TO]->()\n"
-    f"WHERE gds.util.nodeProperty($name, s, '{_SIMILAR_OUT}', 'Subscriber') = 0\n"
+    f"WHERE gds.util.nodeProperty($pairs, s, '{_SIMILAR_OUT}', 'Subscriber') = 0\n"
     "CALL (old) { DELETE old } IN TRANSACTIONS OF 20000 ROWS\n"
     "RETURN count(*) AS dropped"
 )
@@ -439,9 +439,7 @@ class GdsPipeline:
 
     def _start_similarity_write(self, graph: Any) -> Future[dict[str, Any]]:
         stored = int(self._auto_commit(_COUNT_SIMILAR)[0]["stored"])
-        if stored and self.report.similar_pairs:
-            # Done here, not in the background: two concurrent mutations of one projection
-            # could each miss the other's property.
+        if self.report.similar_pairs:
             self.gds.degree.mutate(
                 graph,
                 mutate_property=_SIMILAR_OUT,
@@ -449,8 +447,9 @@ class GdsPipeline:
                 orientation="NATURAL",
                 node_labels=["Subscriber"],
             )
-            # A copy with only subscribers and the pairs to store: streaming from it is several
-            # times faster than from the whole projection, and nothing else touches it.
+            # The background reads only this copy (subscribers, the pairs to store and their
+            # count per subscriber), never the projection the next algorithms mutate; and
+            # streaming pairs from it is several times faster than from the whole projection.
             self.gds.run_cypher(
                 f"CALL gds.graph.filter($copy, $name, 'n:Subscriber', 'r:{SIMILAR}')\n"
                 "YIELD nodeCount RETURN nodeCount",
@@ -466,23 +465,26 @@ class GdsPipeline:
         thread-safe driver is used here, never the GDS client)."""
         started = time.perf_counter()
         detail: dict[str, Any] = {"stored_before": stored}
-        params = {"name": self.options.graph_name, "pairs": self._pairs_copy, "type": SIMILAR}
         if not self.report.similar_pairs:
             self._auto_commit(_DELETE_SIMILAR)
-        elif stored == 0:
-            # Nothing to compare with (a first run): GDS writes every pair at once.
-            # Not retried: a second attempt after a partial write would duplicate edges.
-            with self.driver.session(database=self.database) as session:
-                detail["written"] = int(session.run(_WRITE_SIMILAR, params).single(strict=True)[0])
-        else:
-            # A recomputation keeps most pairs: compare, and touch only what changed, which
-            # costs far less than deleting and recreating a million edges.
-            try:
+            detail["background_s"] = round(time.perf_counter() - started, 2)
+            return detail
+        params = {"pairs": self._pairs_copy, "type": SIMILAR}
+        try:
+            if stored == 0:
+                # Nothing to compare with (a first run): GDS writes every pair at once.
+                # Not retried: a second attempt after a partial write would duplicate edges.
+                with self.driver.session(database=self.database) as session:
+                    written = session.run(_WRITE_SIMILAR, params).single(strict=True)[0]
+                detail["written"] = int(written)
+            else:
+                # A recomputation keeps most pairs: compare, and touch only what changed,
+                # which costs far less than deleting and recreating a million edges.
                 self._auto_commit(_UPDATE_SIMILAR, params)
-            finally:
-                self._auto_commit(_DROP_GRAPH, {"name": self._pairs_copy})
-            dropped = self._auto_commit(_DROP_SIMILAR_OF_UNPAIRED, params)
-            detail["dropped_unpaired"] = int(dropped[0]["dropped"])
+                dropped = self._auto_commit(_DROP_SIMILAR_OF_UNPAIRED, params)
+                detail["dropped_unpaired"] = int(dropped[0]["dropped"])
+        finally:
+            self._auto_commit(_DROP_GRAPH, {"name": self._pairs_copy})
         detail["background_s"] = round(time.perf_counter() - started, 2)
         return detail
 
@@ -661,9 +663,7 @@ class GdsPipeline:
         raise AssertionError("unreachable")
 
     def _drop(self, name: str) -> None:
-        self.gds.run_cypher(
-            "CALL gds.graph.drop($name, false) YIELD graphName RETURN graphName", {"name": name}
-        )
+        self.gds.run_cypher(_DROP_GRAPH, {"name": name})
 
     @contextmanager
     def _step(self, name: str) -> Iterator[dict[str, Any]]:
