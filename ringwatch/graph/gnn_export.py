@@ -26,8 +26,8 @@ subscribers labelled fraud, so it would hand the model the labels of the very no
 evaluated on. Identifier features (`IDENTIFIER_FEATURES`): log1p of its subscriber count and
 the hub flag. Labels: ``Subscriber.label`` fraud = 1, legitimate = 0, none = -1.
 
-`subscriber_features` turns one subscriber's stored values into its feature row; live scoring
-uses the same function on the neighbourhood it reads, so training and serving agree.
+`GraphBuilder` turns subscribers' stored values into feature rows; live scoring uses it on the
+neighbourhood it reads, so training and serving agree.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import logging
 import math
 import time
 from collections.abc import Container, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, LiteralString
@@ -81,7 +82,10 @@ SUBSCRIBER_FEATURES: tuple[str, ...] = (
 )
 IDENTIFIER_FEATURES: tuple[str, ...] = ("subscribers", "hub")
 _INDEX = {name: i for i, name in enumerate(SUBSCRIBER_FEATURES)}
+_USAGE_COLUMN = {f"usage.{c.value}": _INDEX[f"usage.{c.value}"] for c in Component}
+_KIND_NUMBER = {IDENTIFIER_SCHEMA[kind].relationship: n for n, kind in enumerate(KINDS)}
 _DAY_MS = 86_400_000
+_EMBEDDING_BLOCK = 10_000
 
 # The values one subscriber contributes, as a map projection of `s`; shared with live scoring.
 SUBSCRIBER_FIELDS: LiteralString = (
@@ -93,10 +97,30 @@ SUBSCRIBER_FIELDS: LiteralString = (
     "                                     coalesce(i.hub, false)]]}"
 )
 
+# One page of subscribers as columns (a list per field, links grouped by relationship type):
+# the same values as `SUBSCRIBER_FIELDS`, without a map and a list per subscriber and link to
+# decode, and ready for NumPy. A null stays in its column; an empty page returns empty lists.
 _PAGE_QUERY: LiteralString = (
     "MATCH (s:Subscriber) WHERE s.id > $after\n"
     "WITH s ORDER BY s.id LIMIT $limit\n"
-    "RETURN " + SUBSCRIBER_FIELDS + " AS s"
+    "WITH collect(s) AS page\n"
+    "CALL (page) {\n"
+    "  UNWIND range(0, size(page) - 1) AS row\n"
+    "  WITH row, page[row] AS s\n"
+    f"  MATCH (s)-[l:{LINKS}]->(i)\n"
+    "  WITH type(l) AS type, collect(row) AS rows, collect(i.id) AS ids,\n"
+    "       collect(coalesce(i.subscribers, 0)) AS users, collect(coalesce(i.hub, false)) AS hubs\n"
+    "  RETURN collect({type: type, rows: rows, ids: ids, users: users, hubs: hubs}) AS links\n"
+    "}\n"
+    "RETURN [s IN page | s.id] AS id, [s IN page | s.label] AS label,\n"
+    "       [s IN page | s.usage_risk] AS usage_risk,\n"
+    "       [s IN page | s.usage_reasons] AS usage_reasons,\n"
+    "       [s IN page | s.pagerank] AS pagerank,\n"
+    "       [s IN page | s.similarity_degree] AS similarity_degree,\n"
+    "       [s IN page | s.embedding] AS embedding,\n"
+    "       [s IN page | coalesce(s.created_at, s.first_seen).epochMillis] AS created_ms,\n"
+    "       [s IN page | [(s)-[:MEMBER_OF]->(r:Ring) | r.size][0]] AS ring_size,\n"
+    "       links"
 )
 
 _NEWEST_TRANSACTION: LiteralString = """
@@ -105,55 +129,8 @@ RETURN t.ts.epochMillis AS ts ORDER BY t.ts DESC LIMIT 1
 """
 
 
-def _log1p(value: float) -> float:
-    return math.log1p(max(value, 0.0))
-
-
-def subscriber_features(row: Mapping[str, Any], as_of_ms: int) -> list[float]:
-    """The feature row of one subscriber from its stored values (`SUBSCRIBER_FIELDS`)."""
-    x = [0.0] * len(SUBSCRIBER_FEATURES)
-    x[_INDEX["usage_risk"]] = float(row.get("usage_risk") or 0.0)
-    for reason in reason_codec.loads(row.get("usage_reasons")):
-        index = _INDEX.get(reason.code)
-        if index is not None:
-            x[index] = max(x[index], float(reason.weight))
-    links: dict[IdentifierKind, int] = dict.fromkeys(KINDS, 0)
-    shared: dict[IdentifierKind, int] = dict.fromkeys(KINDS, 0)
-    hubs, max_sharing = 0, 0
-    for rel, _, users, hub in row.get("links") or []:
-        kind = KIND_OF_RELATIONSHIP.get(rel)
-        if kind is None:
-            continue
-        links[kind] += 1
-        if hub:
-            hubs += 1
-        elif int(users) > 1:
-            shared[kind] += 1
-            max_sharing = max(max_sharing, int(users))
-    for kind in KINDS:
-        x[_INDEX[f"links.{kind.value}"]] = _log1p(links[kind])
-        x[_INDEX[f"shared.{kind.value}"]] = _log1p(shared[kind])
-    x[_INDEX["hub_links"]] = _log1p(hubs)
-    x[_INDEX["max_sharing"]] = _log1p(max_sharing)
-    created = row.get("created_ms")
-    if created is None:
-        x[_INDEX["age_unknown"]] = 1.0
-    else:
-        x[_INDEX["account_age_days"]] = _log1p((as_of_ms - int(created)) / _DAY_MS)
-    x[_INDEX["pagerank"]] = float(row.get("pagerank") or 0.0)
-    x[_INDEX["similarity_degree"]] = _log1p(float(row.get("similarity_degree") or 0.0))
-    x[_INDEX["ring_size"]] = _log1p(float(row.get("ring_size") or 0.0))
-    embedding = row.get("embedding")
-    if embedding is None or len(embedding) != EMBEDDING_DIMENSION:
-        x[_INDEX["gds_missing"]] = 1.0
-    else:
-        start = _INDEX["fastrp.0"]
-        x[start : start + EMBEDDING_DIMENSION] = [float(v) for v in embedding]
-    return x
-
-
-def identifier_features(subscribers: int, hub: bool) -> list[float]:
-    return [_log1p(subscribers), 1.0 if hub else 0.0]
+def _log1p(values: np.ndarray) -> np.ndarray:
+    return np.log1p(np.maximum(np.asarray(values, dtype=np.float64), 0.0))
 
 
 def label_value(label: str | None) -> int:
@@ -205,16 +182,30 @@ class ExportedGraph:
 
 
 class GraphBuilder:
-    """Accumulates subscriber rows (and their links) into the arrays of a `HeteroData`."""
+    """Accumulates subscriber rows (`SUBSCRIBER_FIELDS`) into the arrays of a `HeteroData`.
+
+    Each row only appends its raw values (a few list appends and one dict lookup per link);
+    the features are computed for all rows at once, with NumPy, in `build`. Training, batch
+    inference and live scoring all go through this class, so their features agree.
+    """
 
     def __init__(self, as_of_ms: int) -> None:
         self.as_of_ms = as_of_ms
         self.subscriber_ids: list[str] = []
-        self.x: list[list[float]] = []
         self.y: list[int] = []
         self.ring_sizes: list[int] = []
+        # Per subscriber: usage_risk, pagerank, similarity degree, creation time (NaN: unknown).
+        self._values: list[tuple[float, float, float, float]] = []
+        self._reason_cells: tuple[list[int], list[int], list[float]] = ([], [], [])
+        self._embedded: list[int] = []
+        # Embeddings as float32 blocks: a million lists of 32 Python floats would take a GB.
+        self._embedding_blocks: list[np.ndarray] = []
+        self._embeddings: list[Sequence[float]] = []
+        # Every link a subscriber has (its features count them all, edges or not).
+        self._links: tuple[list[int], list[int], list[int], list[bool]] = ([], [], [], [])
         self.identifier_index: dict[str, dict[str, int]] = {lb: {} for lb in IDENTIFIER_LABELS}
-        self.identifier_x: dict[str, list[list[float]]] = {lb: [] for lb in IDENTIFIER_LABELS}
+        self._identifier_users: dict[str, list[int]] = {lb: [] for lb in IDENTIFIER_LABELS}
+        self._identifier_hub: dict[str, list[bool]] = {lb: [] for lb in IDENTIFIER_LABELS}
         self.edges: dict[str, tuple[list[int], list[int]]] = {r: ([], []) for r in RELATIONSHIPS}
 
     def add_subscriber(
@@ -224,11 +215,41 @@ class GraphBuilder:
         pairs become edges (its features still count every link)."""
         index = len(self.subscriber_ids)
         self.subscriber_ids.append(str(row["id"]))
-        self.x.append(subscriber_features(row, self.as_of_ms))
         self.y.append(label_value(row.get("label")))
         self.ring_sizes.append(int(row.get("ring_size") or 0))
+        created = row.get("created_ms")
+        self._values.append(
+            (
+                float(row.get("usage_risk") or 0.0),
+                float(row.get("pagerank") or 0.0),
+                float(row.get("similarity_degree") or 0.0),
+                math.nan if created is None else float(created),
+            )
+        )
+        rows, columns, weights = self._reason_cells
+        for code, weight in reason_codec.weights(row.get("usage_reasons")):
+            column = _USAGE_COLUMN.get(code)
+            if column is not None:
+                rows.append(index)
+                columns.append(column)
+                weights.append(weight)
+        embedding = row.get("embedding")
+        if embedding is not None and len(embedding) == EMBEDDING_DIMENSION:
+            self._embedded.append(index)
+            self._embeddings.append(embedding)
+            if len(self._embeddings) >= _EMBEDDING_BLOCK:
+                self._embedding_blocks.append(np.asarray(self._embeddings, dtype=np.float32))
+                self._embeddings = []
+        link_subscribers, link_kinds, link_users, link_hubs = self._links
         for rel, ident, users, hub in row.get("links") or []:
-            if rel not in self.edges or (edges_to is not None and (rel, ident) not in edges_to):
+            kind = _KIND_NUMBER.get(rel)
+            if kind is None:
+                continue
+            link_subscribers.append(index)
+            link_kinds.append(kind)
+            link_users.append(int(users))
+            link_hubs.append(bool(hub))
+            if edges_to is not None and (rel, ident) not in edges_to:
                 continue
             target = self.add_identifier(LABEL_OF_RELATIONSHIP[rel], str(ident), int(users), hub)
             sources, targets = self.edges[rel]
@@ -236,33 +257,139 @@ class GraphBuilder:
             targets.append(target)
         return index
 
+    def add_page(self, page: Mapping[str, Any]) -> None:
+        """Add one page of subscribers as columns (`_PAGE_QUERY`), with every link an edge."""
+        offset = len(self.subscriber_ids)
+        self.subscriber_ids.extend(str(sid) for sid in page["id"])
+        self.y.extend(label_value(label) for label in page["label"])
+        self.ring_sizes.extend(int(size or 0) for size in page["ring_size"])
+        self._values.extend(
+            (float(risk or 0.0), float(rank or 0.0), float(degree or 0.0),
+             math.nan if created is None else float(created))
+            for risk, rank, degree, created in zip(
+                page["usage_risk"], page["pagerank"], page["similarity_degree"],
+                page["created_ms"], strict=True,
+            )
+        )  # fmt: skip
+        rows, columns, weights = self._reason_cells
+        for number, text in enumerate(page["usage_reasons"]):
+            for code, weight in reason_codec.weights(text):
+                column = _USAGE_COLUMN.get(code)
+                if column is not None:
+                    rows.append(offset + number)
+                    columns.append(column)
+                    weights.append(weight)
+        for number, embedding in enumerate(page["embedding"]):
+            if embedding is not None and len(embedding) == EMBEDDING_DIMENSION:
+                self._embedded.append(offset + number)
+                self._embeddings.append(embedding)
+        if len(self._embeddings) >= _EMBEDDING_BLOCK:
+            self._embedding_blocks.append(np.asarray(self._embeddings, dtype=np.float32))
+            self._embeddings = []
+        link_subscribers, link_kinds, link_users, link_hubs = self._links
+        for group in page["links"]:
+            rel = group["type"]
+            kind = _KIND_NUMBER.get(rel)
+            if kind is None:
+                continue
+            subscribers = [offset + row for row in group["rows"]]
+            link_subscribers.extend(subscribers)
+            link_kinds.extend([kind] * len(subscribers))
+            link_users.extend(group["users"])
+            link_hubs.extend(group["hubs"])
+            label = LABEL_OF_RELATIONSHIP[rel]
+            known = self.identifier_index[label]
+            before = len(known)
+            # An identifier's index is the number of those seen before it, as in add_identifier.
+            targets = [known.setdefault(str(ident), len(known)) for ident in group["ids"]]
+            if len(known) > before:
+                found = np.asarray(targets, dtype=np.int64)
+                new, first = np.unique(found, return_index=True)
+                first = first[new >= before]
+                self._identifier_users[label].extend(np.asarray(group["users"])[first].tolist())
+                self._identifier_hub[label].extend(np.asarray(group["hubs"])[first].tolist())
+            sources, edge_targets = self.edges[rel]
+            sources.extend(subscribers)
+            edge_targets.extend(targets)
+
     def add_identifier(self, label: str, ident: str, users: int, hub: bool) -> int:
         known = self.identifier_index[label]
         index = known.get(ident)
         if index is None:
             index = known[ident] = len(known)
-            self.identifier_x[label].append(identifier_features(users, bool(hub)))
+            self._identifier_users[label].append(users)
+            self._identifier_hub[label].append(bool(hub))
         return index
+
+    def subscriber_features(self) -> np.ndarray:
+        """The `SUBSCRIBER_FEATURES` matrix of every row added (float32)."""
+        count = len(self.subscriber_ids)
+        x = np.zeros((count, len(SUBSCRIBER_FEATURES)), dtype=np.float64)
+        values = np.asarray(self._values, dtype=np.float64).reshape(-1, 4)
+        x[:, _INDEX["usage_risk"]] = values[:, 0]
+        rows, columns, weights = self._reason_cells
+        # A usage reason's column holds its weight (the largest when a rule fired twice).
+        np.maximum.at(x, (np.asarray(rows, np.int64), np.asarray(columns, np.int64)),
+                      np.asarray(weights, np.float64))  # fmt: skip
+        subscribers, kinds, users, hubs = (np.asarray(a) for a in self._links)
+        subscribers = subscribers.astype(np.int64)
+        users = users.astype(np.int64)
+        hubs = hubs.astype(bool)
+        shared = ~hubs & (users > 1)
+        for number, kind in enumerate(KINDS):
+            of_kind = kinds == number
+            x[:, _INDEX[f"links.{kind.value}"]] = _log1p(
+                np.bincount(subscribers[of_kind], minlength=count)
+            )
+            x[:, _INDEX[f"shared.{kind.value}"]] = _log1p(
+                np.bincount(subscribers[of_kind & shared], minlength=count)
+            )
+        x[:, _INDEX["hub_links"]] = _log1p(np.bincount(subscribers[hubs], minlength=count))
+        most = np.zeros(count, dtype=np.float64)
+        np.maximum.at(most, subscribers[shared], users[shared].astype(np.float64))
+        x[:, _INDEX["max_sharing"]] = _log1p(most)
+        created = values[:, 3]
+        unknown = np.isnan(created)
+        x[:, _INDEX["age_unknown"]] = unknown
+        age_days = (self.as_of_ms - np.where(unknown, self.as_of_ms, created)) / _DAY_MS
+        x[:, _INDEX["account_age_days"]] = np.where(unknown, 0.0, _log1p(age_days))
+        x[:, _INDEX["pagerank"]] = values[:, 1]
+        x[:, _INDEX["similarity_degree"]] = _log1p(values[:, 2])
+        x[:, _INDEX["ring_size"]] = _log1p(np.asarray(self.ring_sizes, dtype=np.float64))
+        x[:, _INDEX["gds_missing"]] = 1.0
+        if self._embedded:
+            embedded = np.asarray(self._embedded, dtype=np.int64)
+            x[embedded, _INDEX["gds_missing"]] = 0.0
+            start = _INDEX["fastrp.0"]
+            blocks = [*self._embedding_blocks, np.asarray(self._embeddings, dtype=np.float32)]
+            x[embedded, start : start + EMBEDDING_DIMENSION] = np.concatenate(
+                [block.reshape(-1, EMBEDDING_DIMENSION) for block in blocks]
+            )
+        return x.astype(np.float32)
+
+    def identifier_features(self, label: str) -> np.ndarray:
+        """The `IDENTIFIER_FEATURES` matrix of one identifier label (float32)."""
+        users = np.asarray(self._identifier_users[label], dtype=np.float64)
+        hubs = np.asarray(self._identifier_hub[label], dtype=np.float64)
+        return np.column_stack([_log1p(users), hubs]).astype(np.float32).reshape(-1, 2)
 
     def build(self) -> HeteroData:
         import torch
         from torch_geometric.data import HeteroData
 
         data = HeteroData()
-        width = len(SUBSCRIBER_FEATURES)
-        data[SUBSCRIBER].x = torch.tensor(self.x, dtype=torch.float32).reshape(-1, width)
-        data[SUBSCRIBER].y = torch.tensor(self.y, dtype=torch.long)
+        data[SUBSCRIBER].x = torch.from_numpy(self.subscriber_features())
+        data[SUBSCRIBER].y = torch.from_numpy(np.asarray(self.y, dtype=np.int64))
         for label in IDENTIFIER_LABELS:
-            features = self.identifier_x[label]
-            x = torch.tensor(features, dtype=torch.float32).reshape(-1, len(IDENTIFIER_FEATURES))
+            x = torch.from_numpy(self.identifier_features(label))
             data[label].x = x
             data[label].hub = x[:, 1] > 0.5
         for src, rel, dst in edge_types():
             sources, targets = self.edges[rel]
-            edge_index = torch.tensor([sources, targets], dtype=torch.long).reshape(2, -1)
-            data[src, rel, dst].edge_index = edge_index
+            edge_index = torch.from_numpy(np.asarray([sources, targets], dtype=np.int64))
+            data[src, rel, dst].edge_index = edge_index.reshape(2, -1)
             # The reverse type, as `ToUndirected` names it (built here: cheaper per live score).
-            data[dst, f"rev_{rel}", src].edge_index = edge_index.flip(0)
+            data[dst, f"rev_{rel}", src].edge_index = edge_index.reshape(2, -1).flip(0)
         return data
 
 
@@ -271,16 +398,24 @@ def newest_transaction_ms(runner: QueryRunner) -> int | None:
     return int(rows[0]["ts"]) if rows else None
 
 
-def stream_subscribers(runner: QueryRunner, page: int = PAGE) -> Iterator[list[dict[str, Any]]]:
-    """Pages of subscriber rows (`SUBSCRIBER_FIELDS`), ordered by id."""
-    after = ""
-    while True:
-        rows = runner.read(_PAGE_QUERY, {"after": after, "limit": page})
-        if not rows:
-            return
-        batch = [row["s"] for row in rows]
-        yield batch
-        after = batch[-1]["id"]
+def _read_page(runner: QueryRunner, after: str, limit: int) -> dict[str, Any]:
+    return runner.read(_PAGE_QUERY, {"after": after, "limit": limit})[0]
+
+
+def stream_pages(runner: QueryRunner, page: int = PAGE) -> Iterator[dict[str, Any]]:
+    """Pages of subscribers as columns (`_PAGE_QUERY`), ordered by id.
+
+    The next page is read on a second thread while the caller works on this one, so the
+    server's work and the network overlap with the caller's Python.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-page") as pool:
+        pending = pool.submit(_read_page, runner, "", page)
+        while True:
+            columns = pending.result()
+            if not columns["id"]:
+                return
+            pending = pool.submit(_read_page, runner, str(columns["id"][-1]), page)
+            yield columns
 
 
 def export_graph(
@@ -295,10 +430,9 @@ def export_graph(
         as_of_ms = int(as_of.timestamp() * 1000)
     builder = GraphBuilder(as_of_ms)
     pages = 0
-    for batch in stream_subscribers(runner, page):
+    for columns in stream_pages(runner, page):
         pages += 1
-        for row in batch:
-            builder.add_subscriber(row)
+        builder.add_page(columns)
     data = builder.build()
     y = data[SUBSCRIBER].y
     summary = ExportSummary(

@@ -34,12 +34,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString
 
-from neo4j import RoutingControl
-from neo4j.exceptions import AuthError, ServiceUnavailable
-
 from ringwatch.config import ScoringConfig
-from ringwatch.graph.db import Neo4jRunner, QueryRunner
-from ringwatch.graph.exceptions import GraphError
+from ringwatch.graph.db import QueryRunner
 from ringwatch.ingest.prepare import NIGHT_HOURS, SHORT_CALL_S, SPEND_KINDS
 from ringwatch.scoring import reasons as reason_codec
 from ringwatch.scoring.usage import (
@@ -313,26 +309,6 @@ class _Window:
 Row = Mapping[str, Any]
 
 
-def _rows(runner: QueryRunner, query: LiteralString, params: Mapping[str, Any]) -> Sequence[Row]:
-    """The rows of a read, straight from the driver's records when the runner is a real one.
-
-    `QueryRunner.read` returns `Record.data()` copies, which rebuild every list element by
-    element in Python: for the long numeric lists of the series that costs more than the query
-    itself. The records are mappings too, and these statements return plain values only.
-    """
-    if not isinstance(runner, Neo4jRunner):
-        return runner.read(query, params)
-    try:
-        records, _, _ = runner.driver.execute_query(
-            query, dict(params), database_=runner.database, routing_=RoutingControl.READ
-        )
-    except ServiceUnavailable as exc:
-        raise GraphError(f"Neo4j is not reachable: {exc}") from None
-    except AuthError:
-        raise GraphError("Neo4j refused the credentials (RINGWATCH_NEO4J__*)") from None
-    return records
-
-
 def newest_transaction_time(runner: QueryRunner) -> datetime | None:
     rows = runner.read(_NEWEST_TRANSACTION)
     return _from_ms(int(rows[0]["ts"])) if rows else None
@@ -352,7 +328,7 @@ def _new_identifiers(
     runner: QueryRunner, ids: Sequence[str], window_from: datetime, as_of: datetime
 ) -> dict[str, tuple[list[NewIdentifier], list[NewIdentifier]]]:
     params = {"ids": list(ids), **_new_identifier_params(window_from, as_of)}
-    return _parse_new_identifiers(_rows(runner, _NEW_IDENTIFIERS, params))
+    return _parse_new_identifiers(runner.read(_NEW_IDENTIFIERS, params))
 
 
 def _parse_new_identifiers(
@@ -457,8 +433,7 @@ def _read_raw_days(
     found: dict[str, list[RawDay]] = defaultdict(list)
     if not spans:
         return found
-    rows = _rows(
-        runner,
+    rows = runner.read(
         _RAW_DAYS,
         {
             "spans": spans,
@@ -483,8 +458,7 @@ def _read_raw_days(
 def _score_batch(
     runner: QueryRunner, ids: Sequence[str], window: _Window, config: ScoringConfig
 ) -> tuple[list[UsageScore], int]:
-    rows = _rows(
-        runner,
+    rows = runner.read(
         _SERIES,
         {
             "ids": list(ids),
@@ -650,8 +624,7 @@ def usage_features_for(
     as_of_ms = _ms(as_of)
     window_start_ms = as_of_ms - _DAY_MS
     window_start = as_of - timedelta(days=1)
-    found = _rows(
-        runner,
+    found = runner.read(
         _SUBSCRIBER_EVIDENCE,
         {
             **_new_identifier_params(window_start, as_of),

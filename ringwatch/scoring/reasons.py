@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -24,7 +24,10 @@ class Reason:
     evidence: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Built directly: `dataclasses.asdict` deep-copies recursively, which dominated writing
+        # a million GNN reasons. The evidence is copied one level, enough for a caller to edit.
+        return {"code": self.code, "text": self.text, "weight": self.weight,
+                "evidence": dict(self.evidence)}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reason:
@@ -52,6 +55,13 @@ def loads(text: str | None) -> list[Reason]:
     if not text:
         return []
     return [Reason.from_dict(item) for item in json.loads(text)]
+
+
+def weights(text: str | None) -> list[tuple[str, float]]:
+    """(code, weight) of each stored reason, without building `Reason`s (bulk feature reads)."""
+    if not text:
+        return []
+    return [(str(item["code"]), float(item.get("weight", 0.0))) for item in json.loads(text)]
 
 
 def codes(reasons: Sequence[Reason]) -> list[str]:

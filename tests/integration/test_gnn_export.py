@@ -18,6 +18,8 @@ from ringwatch.graph.db import Neo4jRunner
 from ringwatch.graph.gnn_export import (
     IDENTIFIER_LABELS,
     SUBSCRIBER_FEATURES,
+    SUBSCRIBER_FIELDS,
+    GraphBuilder,
     export_graph,
 )
 from ringwatch.graph.rings import reconcile_rings
@@ -123,3 +125,12 @@ def test_export_has_the_known_shapes_edges_labels_and_features(known_graph: Neo4
     assert data["IP"].x[hub].tolist() == pytest.approx([math.log1p(3), 1.0])
     assert bool(data["IP"].hub[hub]) and not bool(data["Device"].hub[0])
     assert data["Device"].x[0].tolist() == pytest.approx([math.log1p(3), 0.0])
+
+    # Live scoring reads the same values a subscriber at a time (`SUBSCRIBER_FIELDS`) instead of
+    # in columns: the feature rows it builds are the export's, exactly.
+    rows = known_graph.read("MATCH (s:Subscriber) RETURN " + SUBSCRIBER_FIELDS + " AS s")
+    builder = GraphBuilder(int(as_of.timestamp() * 1000))
+    for row in sorted((row["s"] for row in rows), key=lambda row: str(row["id"])):
+        builder.add_subscriber(row)
+    assert builder.subscriber_ids == exported.subscriber_ids
+    assert (builder.subscriber_features() == data["Subscriber"].x.numpy()).all()

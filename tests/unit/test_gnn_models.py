@@ -317,11 +317,30 @@ def _rows(n: int, fraud: int, legit: int, shared: bool) -> list[dict[str, Any]]:
     return rows
 
 
+_COLUMNS = ("id", "label", "usage_risk", "usage_reasons", "pagerank", "similarity_degree",
+            "embedding", "created_ms", "ring_size")  # fmt: skip
+
+
+def _page_columns(page: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the export's page query returns for these subscriber rows: a list per field, links
+    grouped by relationship type."""
+    columns: dict[str, Any] = {name: [row.get(name) for row in page] for name in _COLUMNS}
+    groups: dict[str, dict[str, list[Any]]] = {}
+    for number, row in enumerate(page):
+        for rel, ident, users, hub in row["links"]:
+            group = groups.setdefault(rel, {"rows": [], "ids": [], "users": [], "hubs": []})
+            for key, value in zip(("rows", "ids", "users", "hubs"), (number, ident, users, hub),
+                                  strict=True):  # fmt: skip
+                group[key].append(value)
+    columns["links"] = [{"type": rel, **group} for rel, group in groups.items()]
+    return columns
+
+
 def _graph_of(rows: list[dict[str, Any]]) -> RecordingRunner:
     def respond(query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         if "WHERE s.id > $after" in query:
             page = [r for r in rows if r["id"] > params["after"]][: params["limit"]]
-            return [{"s": r} for r in page]
+            return [_page_columns(page)]
         return []  # no transactions: the export is as of now
 
     return RecordingRunner(responder=respond)
