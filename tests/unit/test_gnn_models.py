@@ -18,7 +18,7 @@ from torch_geometric.transforms import ToUndirected
 
 from ringwatch.config import ModelsConfig
 from ringwatch.graph.gnn_export import export_graph
-from ringwatch.graph.gnn_run import train_from_graph
+from ringwatch.graph.gnn_run import strongest_neighbours, train_from_graph
 from ringwatch.models.anomaly import fit_anomaly
 from ringwatch.models.calibration import TIE_BREAK, fit_calibrator
 from ringwatch.models.data import NodeTask, connected_groups, group_split
@@ -380,3 +380,29 @@ def test_sage_fast_forward_for_live_scoring_equals_the_pyg_forward() -> None:
     assert model.score_subgraph(data, 7) == pytest.approx(
         float(model.calibrator(standard[7:8].numpy().astype(np.float64))[0]), abs=1e-6
     )
+
+
+def test_strongest_neighbour_is_the_best_other_user_of_a_non_hub_identifier() -> None:
+    # s0, s1, s2 share an email; s2 and s3 a device; s3 and s4 only a hub IP. s3 is labelled
+    # fraud (evidence 1); s4's high score does not reach s3 through the hub.
+    rows = [
+        {"id": "s0", "links": [["HAS_EMAIL", "e", 3, False]]},
+        {"id": "s1", "links": [["HAS_EMAIL", "e", 3, False]]},
+        {"id": "s2", "links": [["HAS_EMAIL", "e", 3, False], ["USES_DEVICE", "d", 2, False]]},
+        {"id": "s3", "label": "fraud",
+         "links": [["USES_DEVICE", "d", 2, False], ["USES_IP", "hub", 900, True]]},
+        {"id": "s4", "links": [["USES_IP", "hub", 900, True]]},
+    ]  # fmt: skip
+    exported = export_graph(_graph_of([{"created_ms": 0, **row} for row in rows]))
+    scores = np.array([0.1, 0.9, 0.2, 0.5, 0.99])
+    best = strongest_neighbours(exported, scores)
+    named = [
+        None if b is None else (exported.subscriber_ids[b[0]], b[1], round(b[3], 2)) for b in best
+    ]
+    assert named == [
+        ("s1", "HAS_EMAIL", 0.9),
+        ("s2", "HAS_EMAIL", 0.2),
+        ("s3", "USES_DEVICE", 1.0),
+        ("s2", "USES_DEVICE", 0.2),
+        None,
+    ]
