@@ -86,6 +86,10 @@ _USAGE_COLUMN = {f"usage.{c.value}": _INDEX[f"usage.{c.value}"] for c in Compone
 _KIND_NUMBER = {IDENTIFIER_SCHEMA[kind].relationship: n for n, kind in enumerate(KINDS)}
 _DAY_MS = 86_400_000
 _EMBEDDING_BLOCK = 10_000
+# A subscriber's stored values other than its links: keys of a `SUBSCRIBER_FIELDS` row and
+# columns of a `_PAGE_QUERY` page, in the order `GraphBuilder._add_stored` takes them.
+_STORED = ("id", "label", "ring_size", "usage_risk", "pagerank", "similarity_degree",
+           "created_ms", "usage_reasons", "embedding")  # fmt: skip
 
 # The values one subscriber contributes, as a map projection of `s`; shared with live scoring.
 SUBSCRIBER_FIELDS: LiteralString = (
@@ -208,38 +212,53 @@ class GraphBuilder:
         self._identifier_hub: dict[str, list[bool]] = {lb: [] for lb in IDENTIFIER_LABELS}
         self.edges: dict[str, tuple[list[int], list[int]]] = {r: ([], []) for r in RELATIONSHIPS}
 
-    def add_subscriber(
-        self, row: Mapping[str, Any], *, edges_to: Container[tuple[str, str]] | None = None
+    def _add_stored(
+        self,
+        sid: object,
+        label: str | None,
+        ring_size: int | None,
+        usage_risk: float | None,
+        pagerank: float | None,
+        similarity_degree: float | None,
+        created_ms: int | None,
+        usage_reasons: str | None,
+        embedding: Sequence[float] | None,
     ) -> int:
-        """Add one subscriber row; with `edges_to`, only links to those (relationship, id)
-        pairs become edges (its features still count every link)."""
+        """One subscriber's stored values (everything but its links, in `_STORED` order); its
+        index."""
         index = len(self.subscriber_ids)
-        self.subscriber_ids.append(str(row["id"]))
-        self.y.append(label_value(row.get("label")))
-        self.ring_sizes.append(int(row.get("ring_size") or 0))
-        created = row.get("created_ms")
+        self.subscriber_ids.append(str(sid))
+        self.y.append(label_value(label))
+        self.ring_sizes.append(int(ring_size or 0))
         self._values.append(
             (
-                float(row.get("usage_risk") or 0.0),
-                float(row.get("pagerank") or 0.0),
-                float(row.get("similarity_degree") or 0.0),
-                math.nan if created is None else float(created),
+                float(usage_risk or 0.0),
+                float(pagerank or 0.0),
+                float(similarity_degree or 0.0),
+                math.nan if created_ms is None else float(created_ms),
             )
         )
         rows, columns, weights = self._reason_cells
-        for code, weight in reason_codec.weights(row.get("usage_reasons")):
+        for code, weight in reason_codec.weights(usage_reasons):
             column = _USAGE_COLUMN.get(code)
             if column is not None:
                 rows.append(index)
                 columns.append(column)
                 weights.append(weight)
-        embedding = row.get("embedding")
         if embedding is not None and len(embedding) == EMBEDDING_DIMENSION:
             self._embedded.append(index)
             self._embeddings.append(embedding)
             if len(self._embeddings) >= _EMBEDDING_BLOCK:
                 self._embedding_blocks.append(np.asarray(self._embeddings, dtype=np.float32))
                 self._embeddings = []
+        return index
+
+    def add_subscriber(
+        self, row: Mapping[str, Any], *, edges_to: Container[tuple[str, str]] | None = None
+    ) -> int:
+        """Add one subscriber row; with `edges_to`, only links to those (relationship, id)
+        pairs become edges (its features still count every link)."""
+        index = self._add_stored(*(row.get(name) for name in _STORED))
         link_subscribers, link_kinds, link_users, link_hubs = self._links
         for rel, ident, users, hub in row.get("links") or []:
             kind = _KIND_NUMBER.get(rel)
@@ -260,32 +279,8 @@ class GraphBuilder:
     def add_page(self, page: Mapping[str, Any]) -> None:
         """Add one page of subscribers as columns (`_PAGE_QUERY`), with every link an edge."""
         offset = len(self.subscriber_ids)
-        self.subscriber_ids.extend(str(sid) for sid in page["id"])
-        self.y.extend(label_value(label) for label in page["label"])
-        self.ring_sizes.extend(int(size or 0) for size in page["ring_size"])
-        self._values.extend(
-            (float(risk or 0.0), float(rank or 0.0), float(degree or 0.0),
-             math.nan if created is None else float(created))
-            for risk, rank, degree, created in zip(
-                page["usage_risk"], page["pagerank"], page["similarity_degree"],
-                page["created_ms"], strict=True,
-            )
-        )  # fmt: skip
-        rows, columns, weights = self._reason_cells
-        for number, text in enumerate(page["usage_reasons"]):
-            for code, weight in reason_codec.weights(text):
-                column = _USAGE_COLUMN.get(code)
-                if column is not None:
-                    rows.append(offset + number)
-                    columns.append(column)
-                    weights.append(weight)
-        for number, embedding in enumerate(page["embedding"]):
-            if embedding is not None and len(embedding) == EMBEDDING_DIMENSION:
-                self._embedded.append(offset + number)
-                self._embeddings.append(embedding)
-        if len(self._embeddings) >= _EMBEDDING_BLOCK:
-            self._embedding_blocks.append(np.asarray(self._embeddings, dtype=np.float32))
-            self._embeddings = []
+        for stored in zip(*(page[name] for name in _STORED), strict=True):
+            self._add_stored(*stored)
         link_subscribers, link_kinds, link_users, link_hubs = self._links
         for group in page["links"]:
             rel = group["type"]
