@@ -42,6 +42,7 @@ Run: .venv/bin/python -m bench.analytics [--sizes 10000,100000,1000000] [--runs 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -52,7 +53,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -77,7 +78,7 @@ from ringwatch.graph.analytics import (
     link_pattern,
 )
 from ringwatch.graph.db import Neo4jRunner, Record, Tx, create_driver
-from ringwatch.graph.rings import LiveRingTracker, reconcile_rings
+from ringwatch.graph.rings import LiveRingTracker, RingEvent, reconcile_rings
 from ringwatch.graph.writer import IDENTIFIER_SCHEMA, GraphWriter
 from ringwatch.ingest.backfill import backfill
 from ringwatch.ingest.events import EventFamily
@@ -244,6 +245,20 @@ class TimedRunner:
         return self.inner.write_transaction(lambda tx: work(Timed(tx)))
 
 
+class TimedTracker(LiveRingTracker):
+    """The live tracker, timing each update from its first statement to its last answer: the
+    time it adds inside the ingest transaction (its share of the commit is not in it)."""
+
+    last_s: float | None = None
+
+    def update(self, tx: Tx, subscriber_ids: Iterable[str], now: datetime) -> list[RingEvent]:
+        began = time.perf_counter()
+        try:
+            return super().update(tx, subscriber_ids, now)
+        finally:
+            self.last_s = time.perf_counter() - began
+
+
 def _statement_names(tracker: LiveRingTracker) -> dict[str, str]:
     names = {
         value: name
@@ -253,6 +268,13 @@ def _statement_names(tracker: LiveRingTracker) -> dict[str, str]:
     }
     for kind, statement in writer_module._LINK_STATEMENTS.items():
         names[statement] = f"link {kind.value}"
+    for creates, leaves, joins, updates in itertools.product((False, True), repeat=4):
+        parts = [p for p, on in (("create", creates), ("leave", leaves), ("join", joins),
+                                 ("update", updates)) if on]  # fmt: skip
+        statement = rings_module.live_apply_statement(
+            creates=creates, leaves=leaves, joins=joins, updates=updates
+        )
+        names[statement] = f"live apply ({', '.join(parts) or 'lineage only'})"
     names[tracker.query] = "_LIVE_NEIGHBOURS (with the lock)"
     names[tracker.walk_query] = "_LIVE_NEIGHBOURS (walk further)"
     return names
@@ -311,11 +333,13 @@ def _targets(runner: Neo4jRunner, config: ScoringConfig, per_kind: int) -> dict[
     }
 
 
-def _event(number: int, mode: str, target: Target) -> PreparedIdentity:
-    # A new subscriber with a phone and an email of its own, plus the shared identifier.
-    sid = f"bench-live-{mode}-{number:06d}"
+def _event(run: str, number: int, mode: str, target: Target) -> PreparedIdentity:
+    # A new subscriber with a phone and an email of its own, plus the shared identifier. `run`
+    # keeps ids apart from an earlier run's on a kept store: a repeated event id would be
+    # skipped as a duplicate, and a repeated phone would be shared.
+    sid = f"bench-live-{run}-{mode}-{number:06d}"
     own = (
-        IdentifierLink(IdentifierKind.PHONE, f"+1999{number:07d}{int(mode == 'tracker')}"),
+        IdentifierLink(IdentifierKind.PHONE, f"+1999{run}{number:06d}{int(mode == 'tracker')}"),
         IdentifierLink(IdentifierKind.EMAIL, f"{sid}@bench.example"),
     )
     return PreparedIdentity(
@@ -354,7 +378,7 @@ def live_ring_latency(runner: Neo4jRunner, config: ScoringConfig, events: int) -
             console.print(f"[yellow]only {len(found)} targets of kind {kind} (wanted {count})")
         plan.extend(found)
     random.Random(7).shuffle(plan)  # a fixed order
-    tracker = LiveRingTracker(link_pattern(config), min_ring_size=config.min_ring_size)
+    tracker = TimedTracker(link_pattern(config), min_ring_size=config.min_ring_size)
     names = _statement_names(tracker)
     timed = {mode: TimedRunner(runner, names) for mode in ("tracker", "plain")}
     writers = {
@@ -366,7 +390,9 @@ def live_ring_latency(runner: Neo4jRunner, config: ScoringConfig, events: int) -
         ),
         "plain": GraphWriter(timed["plain"], hub_cap=config.hub_cap),
     }
+    run = f"{random.SystemRandom().randrange(10_000):04d}"
     seconds: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in writers}
+    inside: dict[str, list[float]] = defaultdict(list)  # the tracker's own time, by kind
     ring_events: dict[str, int] = defaultdict(int)
     # Interleaved, so drift in the machine's load touches both writers alike.
     for number, target in enumerate(plan):
@@ -374,12 +400,15 @@ def live_ring_latency(runner: Neo4jRunner, config: ScoringConfig, events: int) -
         if number == 2 * WARM_UP:
             for runner_of_mode in timed.values():
                 runner_of_mode.seconds.clear()
-        event = _event(number, mode, target)
+        event = _event(run, number, mode, target)
+        tracker.last_s = None
         began = time.perf_counter()
         result = writers[mode].write([event])
         elapsed = time.perf_counter() - began
         if number >= 2 * WARM_UP:
             seconds[mode][target.kind].append(elapsed)
+            if tracker.last_s is not None:
+                inside[target.kind].append(tracker.last_s)
             for ring_event in result.ring_events:
                 ring_events[ring_event.kind] += 1
     summary: dict[str, Any] = {
@@ -411,6 +440,21 @@ def live_ring_latency(runner: Neo4jRunner, config: ScoringConfig, events: int) -
                 for kind, values in sorted(by_kind.items())
             },
         }
+    every_inside = [s for values in inside.values() for s in values]
+    summary["tracker_inside"] = {
+        "events": len(every_inside),
+        "p50_ms": 1000 * _percentile(every_inside, 0.5),
+        "p99_ms": 1000 * _percentile(every_inside, 0.99),
+        "mean_ms": 1000 * statistics.fmean(every_inside),
+        "by_kind": {
+            kind: {
+                "events": len(values),
+                "p50_ms": 1000 * _percentile(values, 0.5),
+                "p99_ms": 1000 * _percentile(values, 0.99),
+            }
+            for kind, values in sorted(inside.items())
+        },
+    }
     for stat in ("p50", "p99", "mean"):
         summary[f"tracker_cost_{stat}_ms"] = (
             summary["tracker"][f"{stat}_ms"] - summary["plain"][f"{stat}_ms"]
@@ -837,6 +881,23 @@ def _print(results: dict[int, dict[str, Any]]) -> None:
                 mode, "all", str(row["events"]), f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}"
             )
             for kind, by_kind in row["by_kind"].items():
+                live.add_row(
+                    "",
+                    kind,
+                    str(by_kind["events"]),
+                    f"{by_kind['p50_ms']:.2f}",
+                    f"{by_kind['p99_ms']:.2f}",
+                )
+        inside = latency.get("tracker_inside")
+        if inside:
+            live.add_row(
+                "tracker alone",
+                "all",
+                str(inside["events"]),
+                f"{inside['p50_ms']:.2f}",
+                f"{inside['p99_ms']:.2f}",
+            )
+            for kind, by_kind in inside["by_kind"].items():
                 live.add_row(
                     "",
                     kind,

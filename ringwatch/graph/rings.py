@@ -75,16 +75,18 @@ SET s.ring_id = null
 """
 
 # Row bodies shared by the batch statements below and the live path's single statement
-# (`_LIVE_APPLY`), so that both leave rings, members and lineage the same way.
+# (`live_apply_statement`), so that both leave rings, members and lineage the same way.
 _JOIN_ROW: LiteralString = """
 MATCH (s:Subscriber {id: row.member}), (r:Ring {id: row.ring})
 MERGE (s)-[m:MEMBER_OF]->(r) ON CREATE SET m.since = $now
 SET s.ring_id = r.id
 """
+# Only subscribers are members, so the size is the ring's MEMBER_OF degree: with no label on the
+# other end the server reads it from the node's relationship counts instead of visiting members.
 _RING_STATE_ROW: LiteralString = """
 MATCH (r:Ring {id: row.id})
 SET r.status = row.status, r.updated_at = $now,
-    r.size = COUNT { (:Subscriber)-[:MEMBER_OF]->(r) },
+    r.size = COUNT { ()-[:MEMBER_OF]->(r) },
     r.merged_into = row.merged_into,
     r.closed_at = CASE WHEN row.status = 'active' THEN null ELSE $now END
 """
@@ -375,18 +377,17 @@ MATCH (s:Subscriber)-[:MEMBER_OF]->(:Ring {id: ring})
 RETURN ring, collect(s.id) AS members
 """
 
-# Every change of one live update. Rings, members and lineage end as the batch statements above
-# would leave them: joining, ring state and lineage use the same row bodies; ring creation and
-# leaving are written here (new ids come from the sequence in the same statement).
-_LIVE_APPLY: LiteralString = (
-    """
-// Ring numbers are taken only when a ring is created, from the batch path's sequence. The
-// aggregation still returns one row (last = null) when none is, so the statement goes on.
+# Every change of one live update, as one statement. Rings, members and lineage end as the batch
+# statements above would leave them: joining, ring state and lineage use the same row bodies;
+# ring creation and leaving are written here. An update sends only the parts it needs (a ring
+# that grows neither creates nor dissolves one), so the server plans and runs no empty parts;
+# each shape is its own cached plan.
+_LIVE_CREATE: LiteralString = """
+// Ring numbers come from the batch path's sequence, in the same statement.
 CALL () {
-  WITH size($new_rings) AS count WHERE count > 0
   MERGE (q:Sequence {id: 'ring'}) ON CREATE SET q.value = 0
-  SET q.value = q.value + count
-  RETURN max(q.value) AS last
+  SET q.value = q.value + size($new_rings)
+  RETURN q.value AS last
 }
 WITH [n IN range(1, size($new_rings)) | $prefix + toString(last - size($new_rings) + n)] AS new_ids
 CALL (new_ids) {
@@ -399,21 +400,22 @@ CALL (new_ids) {
   CREATE (s)-[:MEMBER_OF {since: $now}]->(r)
   SET s.ring_id = r.id
 }
+"""
+_LIVE_NO_CREATE: LiteralString = """
+WITH [] AS new_ids
+"""
+_LIVE_LEAVE: LiteralString = """
 // Members of absorbed rings leave them before joining the survivor: never in two rings.
 CALL () {
   UNWIND $leaving AS row
   MATCH (:Subscriber {id: row.member})-[m:MEMBER_OF]->(:Ring {id: row.ring})
   DELETE m
 }
-CALL () {
-  UNWIND $joining AS row"""
-    + _JOIN_ROW
-    + """}
-CALL () {
-  UNWIND $updates AS row"""
-    + _RING_STATE_ROW
-    + """}
-// Last, so each event records its ring's final size and status.
+"""
+_LIVE_JOIN: LiteralString = "CALL () {\n  UNWIND $joining AS row" + _JOIN_ROW + "}\n"
+_LIVE_UPDATE: LiteralString = "CALL () {\n  UNWIND $updates AS row" + _RING_STATE_ROW + "}\n"
+_LIVE_EVENTS: LiteralString = (
+    """// Last, so each event records its ring's final size and status.
 CALL (new_ids) {
   UNWIND $events AS event
   MATCH (r:Ring {id: coalesce(event.ring_id, new_ids[event.new_ring])})"""
@@ -422,6 +424,19 @@ CALL (new_ids) {
 RETURN new_ids
 """
 )
+
+
+def live_apply_statement(
+    *, creates: bool, leaves: bool, joins: bool, updates: bool
+) -> LiteralString:
+    """The live apply statement with the parts an update needs (lineage is always written)."""
+    return (
+        (_LIVE_CREATE if creates else _LIVE_NO_CREATE)
+        + (_LIVE_LEAVE if leaves else "")
+        + (_LIVE_JOIN if joins else "")
+        + (_LIVE_UPDATE if updates else "")
+        + _LIVE_EVENTS
+    )
 
 
 def live_tracker(config: ScoringConfig) -> tuple[LiveRingTracker, frozenset[str]]:
@@ -578,7 +593,7 @@ class LiveRingTracker:
 
         for change in changes:
             if change.survivor is None:
-                # The ring's id is minted by _LIVE_APPLY; the event gets it from the answer.
+                # The ring's id is minted by the apply statement; the event gets it from the answer.
                 event = RingEvent("", "created", "live", members_added=change.loose)
                 record(event, new_ring=len(new_rings))
                 new_rings.append(change.loose)
@@ -599,8 +614,14 @@ class LiveRingTracker:
             record(RingEvent(survivor, kind, "live", from_rings=list(change.absorbed),
                              members_added=[*moved, *change.loose]))  # fmt: skip
 
+        statement = live_apply_statement(
+            creates=bool(new_rings),
+            leaves=bool(leaving),
+            joins=bool(joining),
+            updates=bool(updates),
+        )
         (answer,) = tx.run(
-            _LIVE_APPLY,
+            statement,
             {
                 "new_rings": new_rings,
                 "leaving": leaving,

@@ -3,6 +3,7 @@ transaction, and how many statements an update costs."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from typing import Any, LiteralString, TypeVar
 
@@ -14,6 +15,12 @@ from ringwatch.graph.writer import GraphWriter, WriteResult
 from tests.factories import identity, prepared
 
 T = TypeVar("T")
+
+# Every shape of the live apply statement (an update sends only the parts it needs).
+LIVE_APPLY_SHAPES = {
+    rings.live_apply_statement(creates=c, leaves=lv, joins=j, updates=u)
+    for c, lv, j, u in itertools.product((False, True), repeat=4)
+}
 
 
 class RecordingRunner:
@@ -73,8 +80,8 @@ class People:
             self.tracker.query: "neighbours",
             self.tracker.walk_query: "walk",
             rings._RING_MEMBERS: "members",
-            rings._LIVE_APPLY: "apply",
         }
+        names |= {shape: "apply" for shape in LIVE_APPLY_SHAPES}
         return [names[s] for s in self.runner.statements if s in names]
 
 
