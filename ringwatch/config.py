@@ -362,8 +362,12 @@ class ModelsConfig(_Frozen):
         description="Labelled fraud and legitimate subscribers needed to train a GNN; with "
         "fewer, `ringwatch train` fits the unsupervised anomaly fallback.",
     )
-    live_fanout: int = Field(
-        default=25, ge=1, description="Subscribers read per identifier when scoring live."
+    live_fanout: int | None = Field(
+        default=None,
+        ge=1,
+        description="Subscribers read per identifier when scoring live. By default the promoted "
+        "model's own sample size at that hop (10 with the default training settings), which is "
+        "what training and batch scoring give the model.",
     )
     reload_check_s: float = Field(
         default=30.0, ge=0, description="How often the API looks for a newly promoted model."

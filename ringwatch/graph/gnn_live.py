@@ -2,8 +2,9 @@
 
 The promoted model (loaded once per process, `ringwatch.models.serving`) is applied to a
 neighbourhood read in one query: the target's identifiers (with their stored subscriber counts
-and hub flags) and, per identifier, up to `ModelsConfig.live_fanout` other subscribers with the
-stored values their features come from (`gnn_export.SUBSCRIBER_FIELDS`). That is the whole
+and hub flags) and, per identifier, as many other subscribers as the model sampled per
+identifier in training (`users_per_identifier`; `ModelsConfig.live_fanout` overrides it),
+with the stored values their features come from (`gnn_export.SUBSCRIBER_FIELDS`). That is the whole
 receptive field of the default two-layer model (subscriber → identifiers → their
 subscribers), so nothing is retrained and a subscriber created a second ago is scored like any
 other. Features are built by the export's own functions, as of the request time.
@@ -121,6 +122,22 @@ def _model(config: ModelsConfig) -> LoadedModel | None:
     return promoted_model(config.dir, config.reload_check_s)
 
 
+DEFAULT_USERS_PER_IDENTIFIER = 10  # a model that records no sample sizes (the fallback)
+
+
+def users_per_identifier(config: ModelsConfig, model: LoadedModel) -> int:
+    """Subscribers read per identifier: the configured number, or as many as the model's
+    neighbour sampling took per identifier (its second hop) in training and batch scoring. Mean
+    aggregation over more is not wrong, but costs reads and is not what the model was fitted on.
+    """
+    if config.live_fanout is not None:
+        return config.live_fanout
+    fanout = model.manifest.config.get("fanout")
+    if isinstance(fanout, list) and fanout:
+        return int(fanout[min(1, len(fanout) - 1)])
+    return DEFAULT_USERS_PER_IDENTIFIER
+
+
 def score_subscriber(
     runner: QueryRunner, subscriber_id: str, config: ModelsConfig, at: datetime
 ) -> LiveScore | None:
@@ -129,7 +146,8 @@ def score_subscriber(
     if model is None:
         return None
     rows = runner.read(
-        _SUBSCRIBER_NEIGHBOURHOOD, {"id": subscriber_id, "fanout": config.live_fanout}
+        _SUBSCRIBER_NEIGHBOURHOOD,
+        {"id": subscriber_id, "fanout": users_per_identifier(config, model)},
     )
     if not rows:
         return None
@@ -149,7 +167,7 @@ def score_prospect(
     kinds = tuple(kind for kind in IdentifierKind if ids.get(kind.value))
     if kinds not in _QUERIES:
         _QUERIES[kinds] = _identifiers_query(kinds)
-    found = runner.read(_QUERIES[kinds], {**ids, "fanout": config.live_fanout})
+    found = runner.read(_QUERIES[kinds], {**ids, "fanout": users_per_identifier(config, model)})
     stored = {(row["rel"], row["id"]): row for row in found}
     prospect_links: list[tuple[str, str, int, bool]] = []
     for link in links:
