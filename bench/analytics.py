@@ -358,6 +358,25 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
+def _latencies(by_kind: Mapping[str, list[float]]) -> dict[str, Any]:
+    """Count, p50, p99 and mean in ms of every event, and count, p50 and p99 per kind."""
+    every = [s for values in by_kind.values() for s in values]
+    return {
+        "events": len(every),
+        "p50_ms": 1000 * _percentile(every, 0.5),
+        "p99_ms": 1000 * _percentile(every, 0.99),
+        "mean_ms": 1000 * statistics.fmean(every),
+        "by_kind": {
+            kind: {
+                "events": len(values),
+                "p50_ms": 1000 * _percentile(values, 0.5),
+                "p99_ms": 1000 * _percentile(values, 0.99),
+            }
+            for kind, values in sorted(by_kind.items())
+        },
+    }
+
+
 WARM_UP = 20
 """Events per writer run first and not counted (query planning, cold caches)."""
 
@@ -424,37 +443,12 @@ def live_ring_latency(runner: Neo4jRunner, config: ScoringConfig, events: int) -
             for name, total in sorted(timed[mode].seconds.items(), key=lambda item: -item[1])
         }
         summary[mode] = {
-            "events": len(every),
-            "p50_ms": 1000 * _percentile(every, 0.5),
-            "p99_ms": 1000 * _percentile(every, 0.99),
-            "mean_ms": 1000 * statistics.fmean(every),
+            **_latencies(by_kind),
             # Mean time per event in each statement; the rest is commit and client time.
             "statements_mean_ms": statements,
             "outside_statements_mean_ms": 1000 * statistics.fmean(every) - sum(statements.values()),
-            "by_kind": {
-                kind: {
-                    "events": len(values),
-                    "p50_ms": 1000 * _percentile(values, 0.5),
-                    "p99_ms": 1000 * _percentile(values, 0.99),
-                }
-                for kind, values in sorted(by_kind.items())
-            },
         }
-    every_inside = [s for values in inside.values() for s in values]
-    summary["tracker_inside"] = {
-        "events": len(every_inside),
-        "p50_ms": 1000 * _percentile(every_inside, 0.5),
-        "p99_ms": 1000 * _percentile(every_inside, 0.99),
-        "mean_ms": 1000 * statistics.fmean(every_inside),
-        "by_kind": {
-            kind: {
-                "events": len(values),
-                "p50_ms": 1000 * _percentile(values, 0.5),
-                "p99_ms": 1000 * _percentile(values, 0.99),
-            }
-            for kind, values in sorted(inside.items())
-        },
-    }
+    summary["tracker_inside"] = _latencies(inside)
     for stat in ("p50", "p99", "mean"):
         summary[f"tracker_cost_{stat}_ms"] = (
             summary["tracker"][f"{stat}_ms"] - summary["plain"][f"{stat}_ms"]
@@ -875,29 +869,14 @@ def _print(results: dict[int, dict[str, Any]]) -> None:
         live = Table(title=f"Live ring update, one identity event per transaction ({size:,})")
         for column in ("writer", "kind", "events", "p50 ms", "p99 ms"):
             live.add_column(column, justify="left" if column in ("writer", "kind") else "right")
-        for mode in ("plain", "tracker"):
-            row = latency[mode]
+        rows = [("plain", latency["plain"]), ("tracker", latency["tracker"])]
+        if latency.get("tracker_inside"):  # results saved before it was timed lack it
+            rows.append(("tracker alone", latency["tracker_inside"]))
+        for writer, row in rows:
             live.add_row(
-                mode, "all", str(row["events"]), f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}"
+                writer, "all", str(row["events"]), f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}"
             )
             for kind, by_kind in row["by_kind"].items():
-                live.add_row(
-                    "",
-                    kind,
-                    str(by_kind["events"]),
-                    f"{by_kind['p50_ms']:.2f}",
-                    f"{by_kind['p99_ms']:.2f}",
-                )
-        inside = latency.get("tracker_inside")
-        if inside:
-            live.add_row(
-                "tracker alone",
-                "all",
-                str(inside["events"]),
-                f"{inside['p50_ms']:.2f}",
-                f"{inside['p99_ms']:.2f}",
-            )
-            for kind, by_kind in inside["by_kind"].items():
                 live.add_row(
                     "",
                     kind,

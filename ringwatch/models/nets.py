@@ -64,6 +64,7 @@ class HeteroSAGE(nn.Module):
         node_types, edge_types = metadata
         self.target = target
         self.dropout = dropout
+        self.edge_types = list(edge_types)
         self.inputs = nn.ModuleDict({nt: nn.Linear(in_dims[nt], hidden) for nt in node_types})
         self.convs = nn.ModuleList(
             HeteroConv({et: SAGEConv((hidden, hidden), hidden) for et in edge_types}, aggr="sum")
@@ -92,21 +93,33 @@ class HeteroSAGE(nn.Module):
     ) -> Tensor:
         """The same logits as `forward` in eval mode, with the mean aggregation done by plain
         index ops instead of `MessagePassing`: for the small neighbourhoods of live scoring the
-        per-call overhead of 2 x 12 convolutions is most of the time."""
+        per-call overhead of 2 x 12 convolutions is most of the time.
+
+        Every edge type of the model counts, with or without edges here, as in `forward` on a
+        sampled batch (which holds every edge type): a type without edges still adds its
+        convolution's root term and bias to each node of its destination type. A live
+        neighbourhood lacks most types (a subscriber without a card has no card edges), and
+        leaving them out gave scores unlike batch scoring's."""
         h = {nt: functional.relu(self.inputs[nt](x)) for nt, x in x_dict.items()}
         for conv in self.convs:
             hetero: Any = conv
             out: dict[str, Tensor] = {}
-            for edge_type, edge_index in edge_index_dict.items():
+            for edge_type in self.edge_types:
                 src, _, dst = edge_type
+                if dst not in h:
+                    continue
                 sage = hetero.convs[edge_type]
-                x_src, x_dst = h[src], h[dst]
-                total = x_src.new_zeros((x_dst.size(0), x_src.size(1)))
-                total.index_add_(0, edge_index[1], x_src[edge_index[0]])
-                count = x_src.new_zeros(x_dst.size(0)).index_add_(
-                    0, edge_index[1], x_src.new_ones(edge_index.size(1))
-                )
-                mean = total / count.clamp(min=1.0).unsqueeze(-1)
+                x_dst = h[dst]
+                # Every node type is projected to the same width, so the mean has x_dst's.
+                mean = torch.zeros_like(x_dst)
+                edge_index = edge_index_dict.get(edge_type)
+                if edge_index is not None and edge_index.numel() and src in h:
+                    x_src = h[src]
+                    mean.index_add_(0, edge_index[1], x_src[edge_index[0]])
+                    count = x_src.new_zeros(x_dst.size(0)).index_add_(
+                        0, edge_index[1], x_src.new_ones(edge_index.size(1))
+                    )
+                    mean = mean / count.clamp(min=1.0).unsqueeze(-1)
                 value = sage.lin_l(mean) + sage.lin_r(x_dst)
                 out[dst] = out[dst] + value if dst in out else value
             h = {nt: functional.relu(out[nt]) if nt in out else h[nt] for nt in h}

@@ -106,8 +106,8 @@ class TrainedModel:
         scoring): one forward pass over the whole subgraph, no further sampling. The network
         must be in eval mode (`ModelRegistry.load` leaves it so)."""
         data = self.standardizer.apply(subgraph)
-        # Edge types without edges in this neighbourhood cost a call each and add nothing.
-        edges = {et: ei for et, ei in data.edge_index_dict.items() if ei.numel()}
+        # Every edge type, empty or not: see `HeteroSAGE.fast_forward`.
+        edges = data.edge_index_dict
         with torch_threads(self.config.threads):
             if isinstance(self.net, HeteroSAGE):
                 logits = self.net.fast_forward(data.x_dict, edges)

@@ -382,6 +382,29 @@ def test_sage_fast_forward_for_live_scoring_equals_the_pyg_forward() -> None:
     )
 
 
+def test_live_scoring_counts_edge_types_absent_from_the_neighbourhood_like_batch_scoring() -> None:
+    # Batches always hold every edge type, so a type without edges still adds its root term
+    # and bias; a live neighbourhood without, say, device edges must be scored the same way.
+    data = planted(seed=5)
+    task = NodeTask.of(data, target="Subscriber", **random_split(data["Subscriber"].y))
+    model = train(task, fast(epochs=2))
+    assert isinstance(model.net, HeteroSAGE)
+    no_devices = data.clone()
+    for edge_type in no_devices.edge_types:
+        if "Device" in (edge_type[0], edge_type[2]):
+            no_devices[edge_type].edge_index = torch.empty((2, 0), dtype=torch.long)
+    scaled = model.standardizer.apply(no_devices)
+    with torch.inference_mode():
+        standard, _ = model.net(scaled.x_dict, scaled.edge_index_dict)
+        present = {et: ei for et, ei in scaled.edge_index_dict.items() if ei.numel()}
+        assert len(present) < len(scaled.edge_index_dict)
+        fast_logits = model.net.fast_forward(scaled.x_dict, present)
+    assert torch.allclose(standard, fast_logits, atol=1e-5)
+    assert model.score_subgraph(no_devices, 7) == pytest.approx(
+        float(model.calibrator(standard[7:8].numpy().astype(np.float64))[0]), abs=1e-6
+    )
+
+
 def test_strongest_neighbour_is_the_best_other_user_of_a_non_hub_identifier() -> None:
     # s0, s1, s2 share an email; s2 and s3 a device; s3 and s4 only a hub IP. s3 is labelled
     # fraud (evidence 1); s4's high score does not reach s3 through the hub.
