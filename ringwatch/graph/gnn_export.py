@@ -92,13 +92,17 @@ _STORED = ("id", "label", "ring_size", "usage_risk", "pagerank", "similarity_deg
            "created_ms", "usage_reasons", "embedding")  # fmt: skip
 
 # The values one subscriber contributes, as a map projection of `s`; shared with live scoring.
+# Its pattern variables have names of their own: live scoring reads it where `i` is the
+# identifier a neighbour was reached through, and a pattern reusing `i` would keep only the
+# links to that one identifier.
 SUBSCRIBER_FIELDS: LiteralString = (
     "s {.id, .label, .usage_risk, .usage_reasons, .pagerank, .similarity_degree, .embedding,\n"
     "   .gnn_risk,\n"
     "   created_ms: coalesce(s.created_at, s.first_seen).epochMillis,\n"
-    "   ring_size: [(s)-[:MEMBER_OF]->(r:Ring) | r.size][0],\n"
-    f"   links: [(s)-[l:{LINKS}]->(i) | [type(l), i.id, coalesce(i.subscribers, 0),\n"
-    "                                     coalesce(i.hub, false)]]}"
+    "   ring_size: [(s)-[:MEMBER_OF]->(own_ring:Ring) | own_ring.size][0],\n"
+    f"   links: [(s)-[own_link:{LINKS}]->(linked) |\n"
+    "           [type(own_link), linked.id, coalesce(linked.subscribers, 0),\n"
+    "            coalesce(linked.hub, false)]]}"
 )
 
 # One page of subscribers as columns (a list per field, links grouped by relationship type):

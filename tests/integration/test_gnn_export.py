@@ -13,6 +13,7 @@ from graphdatascience import GraphDataScience
 from neo4j import Driver
 
 from ringwatch.config import ScoringConfig
+from ringwatch.graph import gnn_live
 from ringwatch.graph.analytics import run_pipeline
 from ringwatch.graph.db import Neo4jRunner
 from ringwatch.graph.gnn_export import (
@@ -24,6 +25,7 @@ from ringwatch.graph.gnn_export import (
 )
 from ringwatch.graph.rings import reconcile_rings
 from ringwatch.graph.writer import GraphWriter
+from ringwatch.ingest.normalize import IdentifierKind
 from ringwatch.scoring import reasons as reason_codec
 from ringwatch.scoring.reasons import Reason
 from tests.factories import T0, identity, label, prepared
@@ -134,3 +136,26 @@ def test_export_has_the_known_shapes_edges_labels_and_features(known_graph: Neo4
         builder.add_subscriber(row)
     assert builder.subscriber_ids == exported.subscriber_ids
     assert (builder.subscriber_features() == data["Subscriber"].x.numpy()).all()
+
+
+def test_live_neighbourhood_rows_carry_every_link_of_each_neighbour(
+    known_graph: Neo4jRunner,
+) -> None:
+    # Live scoring reads a neighbour's values through the identifier that reached it; each
+    # neighbour's row must still hold all its links (its features and its other edges to the
+    # target's identifiers come from them), as the export's rows do.
+    stored = {
+        row["s"]["id"]: sorted(map(tuple, row["s"]["links"]))
+        for row in known_graph.read("MATCH (s:Subscriber) RETURN " + SUBSCRIBER_FIELDS + " AS s")
+    }
+    (existing,) = known_graph.read(gnn_live._SUBSCRIBER_NEIGHBOURHOOD, {"id": "r3", "fanout": 10})
+    prospect = known_graph.read(
+        gnn_live._identifiers_query((IdentifierKind.EMAIL,)),
+        {"email": ["ring@example.org"], "fanout": 10},
+    )
+    for found in (existing["found"], prospect):
+        users = {user["id"]: user for identifier in found for user in identifier["users"]}
+        assert {"r1", "r2"} <= users.keys()
+        for sid, user in users.items():
+            assert sorted(map(tuple, user["links"])) == stored[sid], sid
+    assert len(stored["r1"]) == 3  # email, device and its own IP
