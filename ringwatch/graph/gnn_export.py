@@ -386,9 +386,10 @@ class GraphBuilder:
         for src, rel, dst in edge_types():
             sources, targets = self.edges[rel]
             edge_index = torch.from_numpy(np.asarray([sources, targets], dtype=np.int64))
-            data[src, rel, dst].edge_index = edge_index.reshape(2, -1)
+            edge_index = edge_index.reshape(2, -1)  # (2, 0) when there are none
+            data[src, rel, dst].edge_index = edge_index
             # The reverse type, as `ToUndirected` names it (built here: cheaper per live score).
-            data[dst, f"rev_{rel}", src].edge_index = edge_index.reshape(2, -1).flip(0)
+            data[dst, f"rev_{rel}", src].edge_index = edge_index.flip(0)
         return data
 
 

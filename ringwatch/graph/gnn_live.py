@@ -4,8 +4,8 @@ The promoted model (loaded once per process, `ringwatch.models.serving`) is appl
 neighbourhood read in one query: the target's identifiers (with their stored subscriber counts
 and hub flags) and, per identifier, as many other subscribers as the model sampled per
 identifier in training (`users_per_identifier`; `ModelsConfig.live_fanout` overrides it),
-with the stored values their features come from (`gnn_export.SUBSCRIBER_FIELDS`). That is the whole
-receptive field of the default two-layer model (subscriber → identifiers → their
+with the stored values their features come from (`gnn_export.SUBSCRIBER_FIELDS`). That is
+the whole receptive field of the default two-layer model (subscriber → identifiers → their
 subscribers), so nothing is retrained and a subscriber created a second ago is scored like any
 other. Features are built by the export's own functions, as of the request time.
 
@@ -44,7 +44,7 @@ from ringwatch.models.serving import promoted_model
 from ringwatch.scoring.reasons import Reason
 
 # The first `fanout` users the store gives, not the first by id: ordering would read every user
-# of a hub identifier (9,439 at 1M subscribers, 30 ms) to keep 25. The model was trained on
+# of a hub identifier (9,439 at 1M subscribers, 30 ms) to keep ten. The model was trained on
 # random samples of neighbours, so any bounded subset serves; the store returns the same one
 # until the identifier's links change.
 _USERS: LiteralString = (

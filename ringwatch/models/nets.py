@@ -110,17 +110,19 @@ class HeteroSAGE(nn.Module):
                     continue
                 sage = hetero.convs[edge_type]
                 x_dst = h[dst]
-                # Every node type is projected to the same width, so the mean has x_dst's.
-                mean = torch.zeros_like(x_dst)
                 edge_index = edge_index_dict.get(edge_type)
-                if edge_index is not None and edge_index.numel() and src in h:
+                if edge_index is None or not edge_index.numel() or src not in h:
+                    # No neighbours: the mean is zero, so its linear layer gives its bias.
+                    value = sage.lin_r(x_dst) + sage.lin_l.bias
+                else:
                     x_src = h[src]
-                    mean.index_add_(0, edge_index[1], x_src[edge_index[0]])
+                    total = x_src.new_zeros((x_dst.size(0), x_src.size(1)))
+                    total.index_add_(0, edge_index[1], x_src[edge_index[0]])
                     count = x_src.new_zeros(x_dst.size(0)).index_add_(
                         0, edge_index[1], x_src.new_ones(edge_index.size(1))
                     )
-                    mean = mean / count.clamp(min=1.0).unsqueeze(-1)
-                value = sage.lin_l(mean) + sage.lin_r(x_dst)
+                    mean = total / count.clamp(min=1.0).unsqueeze(-1)
+                    value = sage.lin_l(mean) + sage.lin_r(x_dst)
                 out[dst] = out[dst] + value if dst in out else value
             h = {nt: functional.relu(out[nt]) if nt in out else h[nt] for nt in h}
         logits: Tensor = self.head(h[self.target]).squeeze(-1)
