@@ -71,7 +71,9 @@ class HeteroSAGE(nn.Module):
             for _ in range(layers)
         )
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        self._folded: list[dict[str, tuple[Tensor, Tensor]]] | None = None  # see `train`
+        # `fast_forward`'s folded root terms, and the weights they came from (see there).
+        self._folded: list[dict[str, tuple[Tensor, Tensor]]] = []
+        self._folded_from: list[tuple[Tensor, int]] = []
 
     def forward(
         self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]
@@ -89,22 +91,20 @@ class HeteroSAGE(nn.Module):
         logits: Tensor = self.head(h[self.target]).squeeze(-1)
         return logits, []
 
-    def train(self, mode: bool = True) -> HeteroSAGE:
-        # Weights may change once out of eval mode (and are loaded before `eval()`), so the
-        # folded root terms of `fast_forward` are recomputed after every switch.
-        self._folded = None
-        return super().train(mode)
-
+    @torch.no_grad()
     def _fold_roots(self) -> list[dict[str, tuple[Tensor, Tensor]]]:
         """Per layer and destination type, the sum over its edge types of the root weights and
         of the biases: every edge type adds ``lin_r(x_dst) + lin_l.bias`` whether it has edges
         or not, so these are one linear layer instead of one per edge type."""
         folded: list[dict[str, tuple[Tensor, Tensor]]] = []
+        self._folded_from = []
         for conv in self.convs:
             hetero: Any = conv
             by_dst: dict[str, tuple[Tensor, Tensor]] = {}
             for edge_type in self.edge_types:
                 sage = hetero.convs[edge_type]
+                read = [sage.lin_r.weight, sage.lin_l.bias, sage.lin_r.bias]
+                self._folded_from += [(p, p._version) for p in read if p is not None]
                 weight, bias = sage.lin_r.weight, sage.lin_l.bias
                 if sage.lin_r.bias is not None:
                     bias = bias + sage.lin_r.bias
@@ -136,7 +136,9 @@ class HeteroSAGE(nn.Module):
         convolution's root term and bias to each node of its destination type. A live
         neighbourhood lacks most types (a subscriber without a card has no card edges), and
         leaving them out gave scores unlike batch scoring's."""
-        if self._folded is None:
+        # Folded again when a weight it read has changed in place since (an optimiser step,
+        # `load_state_dict`): tensors count their in-place changes.
+        if not self._folded or any(p._version != v for p, v in self._folded_from):
             self._folded = self._fold_roots()
         folded = self._folded
         h = {nt: functional.relu(self.inputs[nt](x)) for nt, x in x_dict.items()}

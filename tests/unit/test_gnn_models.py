@@ -429,3 +429,21 @@ def test_strongest_neighbour_is_the_best_other_user_of_a_non_hub_identifier() ->
         ("s2", "USES_DEVICE", 0.2),
         None,
     ]
+
+
+def test_sage_fast_forward_follows_weights_changed_after_its_first_use() -> None:
+    # The live pass folds the root weights once; new weights (a reload, more training) must
+    # not be scored with the old fold.
+    data = planted(seed=5)
+    task = NodeTask.of(data, target="Subscriber", **random_split(data["Subscriber"].y))
+    first, second = train(task, fast(epochs=1)), train(task, fast(epochs=3, seed=11))
+    assert isinstance(first.net, HeteroSAGE) and isinstance(second.net, HeteroSAGE)
+    scaled = first.standardizer.apply(data)
+    with torch.inference_mode():
+        before = first.net.fast_forward(scaled.x_dict, scaled.edge_index_dict)
+    first.net.load_state_dict(second.net.state_dict())
+    with torch.inference_mode():
+        standard, _ = first.net(scaled.x_dict, scaled.edge_index_dict)
+        after = first.net.fast_forward(scaled.x_dict, scaled.edge_index_dict)
+    assert not torch.allclose(before, standard, atol=1e-3)
+    assert torch.allclose(after, standard, atol=1e-5)
