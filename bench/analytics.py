@@ -275,6 +275,7 @@ def _statement_names(tracker: LiveRingTracker) -> dict[str, str]:
             creates=creates, leaves=leaves, joins=joins, updates=updates
         )
         names[statement] = f"live apply ({', '.join(parts) or 'lineage only'})"
+    names[tracker.settle_query] = "live settle (lock, neighbours, join or new ring)"
     names[tracker.query] = "_LIVE_NEIGHBOURS (with the lock)"
     names[tracker.walk_query] = "_LIVE_NEIGHBOURS (walk further)"
     return names

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, LiteralString
 
 from ringwatch.config import ScoringConfig
-from ringwatch.graph.db import QueryRunner, Record, Tx
+from ringwatch.graph.db import QueryRunner, Tx
 
 RING_PREFIX = "R-"
 
@@ -371,6 +371,84 @@ _LIVE_LOCK: LiteralString = """
 CALL () { MERGE (lock:Sequence {id: 'live-rings'}) SET lock.held_at = timestamp() }
 """
 
+# One subscriber's update in one statement when the common shapes allow (the ingest of a single
+# event): take the lock, read the neighbourhood (`_LIVE_NEIGHBOURS`, which answers for the loose
+# neighbours as well), and when that is the whole component and it touches at most one ring,
+# apply the change right there: the loose subscribers join that ring ('join'), or form a new one
+# ('form'), or nothing changes ('none'). Otherwise ('walk': the walk must go further, or rings
+# merge) the rows read are returned and the update goes on in Python with the lock held. The
+# writes are the batch statements' row bodies, so either way rings and lineage end the same.
+_LIVE_SETTLE_DECIDE: LiteralString = """
+WITH collect({sid: sid, ring: ring, ring_size: ring_size, neighbours: neighbours}) AS rows
+WITH rows, [row IN rows | row.sid] AS visited
+WITH rows,
+     any(row IN rows WHERE any(n IN row.neighbours WHERE n[1] IS NULL AND NOT n[0] IN visited))
+       AS further,
+     reduce(found = [], ring IN [row IN rows WHERE row.ring IS NOT NULL | row.ring]
+                                + reduce(met = [], row IN rows | met + [n IN row.neighbours
+                                                                        WHERE n[1] IS NOT NULL
+                                                                        | n[1]])
+            | CASE WHEN ring IN found THEN found ELSE found + [ring] END) AS rings,
+     [row IN rows WHERE row.ring IS NULL | row.sid] AS loose
+CALL (loose) {
+  UNWIND loose AS member WITH member ORDER BY member RETURN collect(member) AS members
+}
+WITH rows, rings, members,
+     CASE WHEN further OR size(rings) > 1 THEN 'walk'
+          WHEN size(rings) = 1 AND size(members) > 0 THEN 'join'
+          WHEN size(rings) = 0 AND size(members) >= $min_size THEN 'form'
+          ELSE 'none' END AS shape
+WITH *, {id: $event_id, source: 'live', members_added: members, members_removed: [],
+         from_rings: [], into_ring: null, into_rings: [], split_from: []} AS lineage
+CALL (shape, rings, members) {
+  WITH * WHERE shape = 'join'
+  UNWIND members AS member
+  WITH {member: member, ring: rings[0]} AS row"""
+_LIVE_SETTLE_APPLY: LiteralString = """}
+CALL (shape, rings, lineage) {
+  WITH * WHERE shape = 'join'
+  WITH lineage, {id: rings[0], status: 'active', merged_into: null} AS row"""
+_LIVE_SETTLE_GREW: LiteralString = """  WITH r, lineage {.*, kind: 'grew'} AS event"""
+_LIVE_SETTLE_FORM: LiteralString = """}
+CALL (shape, members, lineage) {
+  WITH * WHERE shape = 'form'
+  MERGE (q:Sequence {id: 'ring'}) ON CREATE SET q.value = 0
+  SET q.value = q.value + 1
+  CREATE (r:Ring {id: $prefix + toString(q.value), status: 'active', size: size(members),
+                  created_at: $now, updated_at: $now, origin: 'live'})
+  WITH r, members, lineage
+  CALL (r, members) {
+    UNWIND members AS member
+    MATCH (s:Subscriber {id: member})
+    CREATE (s)-[:MEMBER_OF {since: $now}]->(r)
+    SET s.ring_id = r.id
+  }
+  WITH r, lineage {.*, kind: 'created'} AS event"""
+_LIVE_SETTLE_END: LiteralString = """  RETURN collect(r.id) AS created
+}
+RETURN shape, coalesce(created[0], rings[0]) AS ring, members,
+       CASE shape WHEN 'walk' THEN rows ELSE [] END AS rows
+"""
+
+
+def _live_settle_statement(neighbours: LiteralString) -> LiteralString:
+    return (
+        _LIVE_LOCK
+        + "CALL () {"
+        + neighbours
+        + "}"
+        + _LIVE_SETTLE_DECIDE
+        + _JOIN_ROW
+        + _LIVE_SETTLE_APPLY
+        + _RING_STATE_ROW
+        + _LIVE_SETTLE_GREW
+        + _EVENT_OF_RING
+        + _LIVE_SETTLE_FORM
+        + _EVENT_OF_RING
+        + _LIVE_SETTLE_END
+    )
+
+
 _RING_MEMBERS: LiteralString = """
 UNWIND $rings AS ring
 MATCH (s:Subscriber)-[:MEMBER_OF]->(:Ring {id: ring})
@@ -496,23 +574,38 @@ class LiveRingTracker:
         neighbours: LiteralString = _LIVE_NEIGHBOURS % {"links": link_pattern}
         self.query: LiteralString = _LIVE_LOCK + neighbours  # the first query of a walk
         self.walk_query: LiteralString = neighbours  # when the walk goes further, lock held
+        self.settle_query = _live_settle_statement(neighbours)  # one subscriber, see there
         self.min_ring_size = min_ring_size
 
     def update(self, tx: Tx, subscriber_ids: Iterable[str], now: datetime) -> list[RingEvent]:
         frontier = sorted(set(subscriber_ids))
         if not frontier:
             return []
-        components, sizes = self._walk(tx, frontier)
+        if len(frontier) == 1:
+            event_id = uuid.uuid4().hex
+            params = {"ids": frontier, "min_size": self.min_ring_size, "event_id": event_id,
+                      "prefix": RING_PREFIX, "now": now}  # fmt: skip
+            (answer,) = tx.run(self.settle_query, params)
+            kind = {"join": "grew", "form": "created"}.get(answer["shape"])
+            if kind is not None:
+                ring_id, added = str(answer["ring"]), list(answer["members"])
+                return [RingEvent(ring_id, kind, "live", members_added=added, id=event_id)]
+            if answer["shape"] == "none":
+                return []
+            components, sizes = self._walk(tx, frontier, answered=answer["rows"])
+        else:
+            components, sizes = self._walk(tx, frontier)
         changes = plan_live_changes(components, sizes, min_ring_size=self.min_ring_size)
         if not changes:
             return []
         return self._apply(tx, changes, now)
 
     def _walk(
-        self, tx: Tx, frontier: list[str]
+        self, tx: Tx, frontier: list[str], answered: Iterable[Mapping[str, Any]] | None = None
     ) -> tuple[list[tuple[list[str], list[str]]], dict[str, int]]:
         """The components around `frontier` as (rings, subscribers outside rings), and the
-        size of each ring met."""
+        size of each ring met. `answered`: the first neighbour rows, already read with the
+        lock taken (by the settle statement)."""
         parent: dict[str, str] = {}
 
         def find(node: str) -> str:
@@ -531,8 +624,9 @@ class LiveRingTracker:
         # The first query takes the lock: one live ring update at a time across all ingest
         # workers, or two workers could each see the other's ring as absent and put one
         # subscriber in two rings.
-        query = self.query
-        rows: dict[str, Record] = {}  # by subscriber, answered ahead of the step that visits it
+        query = self.query if answered is None else self.walk_query
+        # By subscriber, answered ahead of the step that visits it.
+        rows: dict[str, Mapping[str, Any]] = {row["sid"]: row for row in answered or ()}
         sizes: dict[str, int] = {}
         visited: set[str] = set()
         while frontier and len(visited) < self.MAX_WALK:

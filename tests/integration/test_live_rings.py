@@ -75,8 +75,10 @@ class People:
         return self.writer.write(prepared(*payloads))
 
     def tracker_statements(self) -> list[str]:
-        """The last transaction's ring statements, named: lock+neighbours, walk, members, apply."""
+        """The last transaction's ring statements, named: settle (one subscriber: lock,
+        neighbours and a join or a new ring), lock+neighbours, walk, members, apply."""
         names = {
+            self.tracker.settle_query: "settle",
             self.tracker.query: "neighbours",
             self.tracker.walk_query: "walk",
             rings._RING_MEMBERS: "members",
@@ -127,24 +129,44 @@ def event(kind: str, size: int, status: str = "active", **fields: Any) -> dict[s
     return base | fields
 
 
-def test_a_pair_costs_one_statement_and_a_ring_change_one_more(graph: Neo4jRunner) -> None:
+def test_one_subscribers_pair_join_or_new_ring_costs_one_statement(graph: Neo4jRunner) -> None:
     people = People(graph)
     people.register(("a1", email("a")))
     assert people.tracker_statements() == []  # nobody shares the email yet
-    # The walk reaches a1 outside any ring; the same query answered for a1 too.
+    # The walk reaches a1 outside any ring; the same statement answered for a1 too.
     assert people.register(("a2", email("a"))).ring_events == []
-    assert people.tracker_statements() == ["neighbours"]
+    assert people.tracker_statements() == ["settle"]
     formed = people.register(("a3", email("a")))
-    assert people.tracker_statements() == ["neighbours", "apply"]
+    assert people.tracker_statements() == ["settle"]
     assert summary(formed.ring_events) == [("created", "R-1", ["a1", "a2", "a3"], [])]
     joined = people.register(("a4", email("a")))
-    assert people.tracker_statements() == ["neighbours", "apply"]
+    assert people.tracker_statements() == ["settle"]
     assert summary(joined.ring_events) == [("grew", "R-1", ["a4"], [])]
     people.register(("a1", phone(1)))  # a member's new identifier, shared with nobody
     assert people.tracker_statements() == []
     # A link between members of one ring changes nothing.
     assert people.register(("a2", phone(1))).ring_events == []
-    assert people.tracker_statements() == ["neighbours"]
+    assert people.tracker_statements() == ["settle"]
+    # A member's new link to loose subscribers brings them into its ring.
+    people.register(("b1", phone(2)))
+    people.register(("b2", phone(2)))
+    grown = people.register(("a3", phone(2)))
+    assert people.tracker_statements() == ["settle"]
+    assert summary(grown.ring_events) == [("grew", "R-1", ["b1", "b2"], [])]
+    assert ring_rows(graph)["R-1"] == {
+        "status": "active", "size": 6, "merged_into": None, "origin": "live", "closed": False,
+        "members": ["a1", "a2", "a3", "a4", "b1", "b2"], "ring_ids": ["R-1"],
+    }  # fmt: skip
+    assert sorted(lineage(graph, "R-1"), key=lambda e: e["size"]) == [
+        event("created", 3, members_added=["a1", "a2", "a3"]),
+        event("grew", 4, members_added=["a4"]),
+        event("grew", 6, members_added=["b1", "b2"]),
+    ]
+    assert [e.id for e in formed.ring_events + joined.ring_events + grown.ring_events] == [
+        row["id"] for row in graph.read(
+            "MATCH (e:RingEvent)-[:OF]->(:Ring {id: 'R-1'}) RETURN e.id AS id ORDER BY e.at"
+        )
+    ]  # fmt: skip
     lock = graph.read("MATCH (q:Sequence {id: 'live-rings'}) RETURN q.held_at AS at")
     assert lock and lock[0]["at"] is not None
 
@@ -155,7 +177,7 @@ def test_the_walk_goes_on_past_the_neighbours_it_answered_ahead(graph: Neo4jRunn
     people.register(("c2", phone(1) | email("c")))
     # c3 reaches c2 (answered ahead), c2 reaches c1, who needs one more query.
     chained = people.register(("c3", email("c")))
-    assert people.tracker_statements() == ["neighbours", "walk", "apply"]
+    assert people.tracker_statements() == ["settle", "walk", "apply"]
     assert summary(chained.ring_events) == [("created", "R-1", ["c1", "c2", "c3"], [])]
     # Without the tracker a longer chain can stay outside rings (as a backfill leaves it).
     plain = GraphWriter(graph, hub_cap=ScoringConfig().hub_cap)
@@ -167,7 +189,7 @@ def test_the_walk_goes_on_past_the_neighbours_it_answered_ahead(graph: Neo4jRunn
     assert summary(walked.ring_events) == [
         ("created", "R-2", ["k0", "k1", "k2", "k3", "k4", "k5", "kx"], [])
     ]
-    assert people.tracker_statements()[0] == "neighbours"
+    assert people.tracker_statements()[0] == "settle"
     assert set(people.tracker_statements()[1:-1]) == {"walk"}
 
 
@@ -188,7 +210,7 @@ def test_two_rings_and_loose_subscribers_merge_in_one_update(graph: Neo4jRunner)
 
     # The bridge, the pair and ring R-2 join the larger R-1; a merge first reads the members
     # the absorbed ring gives up.
-    assert people.tracker_statements() == ["neighbours", "members", "apply"]
+    assert people.tracker_statements() == ["settle", "members", "apply"]
     assert summary(bridged.ring_events) == [
         ("merged", "R-2", [], ["b1", "b2", "b3"]),
         ("merged", "R-1", ["b1", "b2", "b3", "bridge", "l1", "l2"], []),
