@@ -2,12 +2,15 @@
 
 A process creates one `Driver` at its edge (`create_driver`) and hands it to a `QueryRunner`;
 everything else takes the runner. Statements always travel with their parameters: nothing from
-input is ever formatted into Cypher text. Retries of transient errors (leader switch, deadlock)
-come from the driver's managed transactions (`execute_query`), the only retries in this layer.
+input is ever formatted into Cypher text. Writes retry transient errors (leader switch,
+deadlock) through the driver's managed transactions. A read is one auto-commit query, the
+cheapest way to ask (one round trip instead of a transaction's two), so it retries an error the
+driver calls retryable itself, a few times.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from types import NoneType
 from typing import TYPE_CHECKING, Any, LiteralString, Protocol, TypeVar
@@ -20,7 +23,7 @@ from neo4j import (
     NotificationMinimumSeverity,
     RoutingControl,
 )
-from neo4j.exceptions import AuthError, ServiceUnavailable
+from neo4j.exceptions import AuthError, DriverError, Neo4jError, ServiceUnavailable
 from neo4j.graph import Node, Path, Relationship
 
 from ringwatch.config import Neo4jConfig
@@ -149,8 +152,31 @@ class Neo4jRunner:
             raise GraphError("Neo4j refused the credentials (RINGWATCH_NEO4J__*)") from None
         return [plain_record(record) for record in records]
 
+    READ_ATTEMPTS = 3
+
     def read(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
-        return self._run(query, params, RoutingControl.READ)
+        """The records of one read, as an auto-commit query routed to a reader. The bookmarks
+        are those of `execute_query`, which the writes use, so a read follows the writes this
+        process made before it (in a cluster too)."""
+        parameters = dict(params or {})
+        for attempt in range(1, self.READ_ATTEMPTS + 1):
+            try:
+                with self.driver.session(
+                    database=self.database,
+                    default_access_mode=neo4j.READ_ACCESS,
+                    bookmark_manager=self.driver.execute_query_bookmark_manager,
+                ) as session:
+                    return [plain_record(record) for record in session.run(query, parameters)]
+            except AuthError:
+                raise GraphError("Neo4j refused the credentials (RINGWATCH_NEO4J__*)") from None
+            except (Neo4jError, DriverError) as exc:
+                if attempt < self.READ_ATTEMPTS and exc.is_retryable():
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+                if isinstance(exc, ServiceUnavailable):
+                    raise GraphError(f"Neo4j is not reachable: {exc}") from None
+                raise
+        raise AssertionError("unreachable")
 
     def write(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
         return self._run(query, params, RoutingControl.WRITE)
