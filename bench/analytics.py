@@ -457,16 +457,38 @@ def live_ring_latency(runner: Neo4jRunner, config: ScoringConfig, events: int) -
     return summary
 
 
-def gnn_timings(runner: Neo4jRunner, work: Path, size: int, samples: int) -> dict[str, Any]:
+def _live_gnn_latencies(uri: str, models_dir: Path, chosen: list[str]) -> list[float]:
+    """Seconds per live score of each subscriber after the first `WARM_UP` (run in a child
+    process: see `gnn_timings`)."""
+    from ringwatch.config import ModelsConfig
+    from ringwatch.graph.gnn_live import score_subscriber
+
+    models = ModelsConfig(dir=models_dir)
+    now = datetime.now(UTC)
+    latencies: list[float] = []
+    with create_driver(Neo4jConfig(uri=uri)) as driver:
+        runner = Neo4jRunner(driver)
+        for number, sid in enumerate(chosen):
+            began = time.perf_counter()
+            score = score_subscriber(runner, sid, models, now)
+            if number >= WARM_UP and score is not None:
+                latencies.append(time.perf_counter() - began)
+    return latencies
+
+
+def gnn_timings(
+    runner: Neo4jRunner, uri: str, work: Path, size: int, samples: int
+) -> dict[str, Any]:
     """Train both GNN kinds from the graph, score every subscriber, then time live scoring.
 
     Training is ringwatch's own `train_from_graph` (export, whole-component split, each kind to
     early stopping); batch inference is `score_subscribers` (export, forward pass, write-back);
     live scoring is `gnn_live.score_subscriber` on `samples` random subscribers after a warm-up
-    (neighbourhood read plus forward pass, as the API runs it).
+    (neighbourhood read plus forward pass, as the API runs it), in a fresh process of its own
+    like the API's: not in this one, whose heap still holds what training and batch scoring
+    left (the interpreter's garbage collector walks it now and then, in the middle of a score).
     """
     from ringwatch.config import ModelsConfig
-    from ringwatch.graph.gnn_live import score_subscriber
     from ringwatch.graph.gnn_run import score_subscribers, train_from_graph
     from ringwatch.models.registry import ModelRegistry
 
@@ -478,13 +500,8 @@ def gnn_timings(runner: Neo4jRunner, work: Path, size: int, samples: int) -> dic
     scored = score_subscribers(runner, registry)
     ids = [r["id"] for r in runner.read("MATCH (s:Subscriber) RETURN s.id AS id")]
     chosen = random.Random(7).sample(ids, min(len(ids), samples + WARM_UP))
-    now = datetime.now(UTC)
-    latencies: list[float] = []
-    for number, sid in enumerate(chosen):
-        began = time.perf_counter()
-        score = score_subscriber(runner, sid, models, now)
-        if number >= WARM_UP and score is not None:
-            latencies.append(time.perf_counter() - began)
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        latencies = pool.submit(_live_gnn_latencies, uri, models.dir, chosen).result()
     return {
         "export_s": trained.export["seconds"],
         "train_total_s": trained.seconds,
@@ -760,7 +777,11 @@ def _measure(
                 f"{size:,} subscribers, {row['variant']}: {row['seconds']:.1f} s{state}, "
                 f"peak RSS {row['peak_rss_mib']:,.0f} MiB"
             )
-        gnn = gnn_timings(runner, work, size, args.gnn_samples) if args.gnn else None
+        gnn = (
+            gnn_timings(runner, stack.neo4j_bolt_uri, work, size, args.gnn_samples)
+            if args.gnn
+            else None
+        )
         latency = (
             live_ring_latency(runner, settings.scoring, args.latency_events)
             if size == args.latency_size
