@@ -359,20 +359,19 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
+def _p50_p99_ms(seconds: list[float]) -> dict[str, float]:
+    return {"p50_ms": 1000 * _percentile(seconds, 0.5), "p99_ms": 1000 * _percentile(seconds, 0.99)}
+
+
 def _latencies(by_kind: Mapping[str, list[float]]) -> dict[str, Any]:
     """Count, p50, p99 and mean in ms of every event, and count, p50 and p99 per kind."""
     every = [s for values in by_kind.values() for s in values]
     return {
         "events": len(every),
-        "p50_ms": 1000 * _percentile(every, 0.5),
-        "p99_ms": 1000 * _percentile(every, 0.99),
+        **_p50_p99_ms(every),
         "mean_ms": 1000 * statistics.fmean(every),
         "by_kind": {
-            kind: {
-                "events": len(values),
-                "p50_ms": 1000 * _percentile(values, 0.5),
-                "p99_ms": 1000 * _percentile(values, 0.99),
-            }
+            kind: {"events": len(values), **_p50_p99_ms(values)}
             for kind, values in sorted(by_kind.items())
         },
     }
@@ -548,16 +547,12 @@ def gnn_timings(
         "promoted": trained.manifest.version,
         "batch_inference_s": scored.seconds,
         "batch_subscribers": scored.subscribers,
-        "live": _latency_summary(live["found"]),
-        "live_warm": _latency_summary(live["warmed"]) | {"warm_up_s": live["warm_up_s"]},
-    }
-
-
-def _latency_summary(seconds: list[float]) -> dict[str, Any]:
-    return {
-        "samples": len(seconds),
-        "p50_ms": 1000 * _percentile(seconds, 0.5),
-        "p99_ms": 1000 * _percentile(seconds, 0.99),
+        "live": {"samples": len(live["found"]), **_p50_p99_ms(live["found"])},
+        "live_warm": {
+            "samples": len(live["warmed"]),
+            **_p50_p99_ms(live["warmed"]),
+            "warm_up_s": live["warm_up_s"],
+        },
     }
 
 

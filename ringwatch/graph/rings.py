@@ -55,16 +55,6 @@ OPTIONAL MATCH (s:Subscriber)-[:MEMBER_OF]->(r)
 RETURN r.id AS id, r.created_at AS created_at, collect(s.id) AS members
 """
 
-_CREATE_RINGS: LiteralString = """
-UNWIND $rings AS ring
-CREATE (r:Ring {id: ring.id, status: 'active', size: size(ring.members), created_at: $now,
-                updated_at: $now, origin: ring.origin})
-WITH r, ring
-UNWIND ring.members AS member
-MATCH (s:Subscriber {id: member})
-CREATE (s)-[:MEMBER_OF {since: $now}]->(r)
-SET s.ring_id = r.id
-"""
 
 _REMOVE_MEMBERS: LiteralString = """
 UNWIND $rows AS row
@@ -101,6 +91,24 @@ CREATE (e:RingEvent {id: event.id, ring_id: r.id, kind: event.kind, at: $now,
 CREATE (e)-[:OF]->(r)
 """
 
+# With `ring_id`, `members` and `origin` bound: the new ring and its members, one row per ring
+# after it (`r`, and whatever else was in scope).
+_NEW_RING_ROW: LiteralString = """
+CREATE (r:Ring {id: ring_id, status: 'active', size: size(members), created_at: $now,
+                updated_at: $now, origin: origin})
+WITH *
+CALL (r, members) {
+  UNWIND members AS member
+  MATCH (s:Subscriber {id: member})
+  CREATE (s)-[:MEMBER_OF {since: $now}]->(r)
+  SET s.ring_id = r.id
+}
+"""
+
+_CREATE_RINGS: LiteralString = (
+    "UNWIND $rings AS ring\n"
+    "WITH ring.id AS ring_id, ring.members AS members, ring.origin AS origin" + _NEW_RING_ROW
+)
 _ADD_MEMBERS: LiteralString = "UNWIND $rows AS row" + _JOIN_ROW
 _UPDATE_RINGS: LiteralString = "UNWIND $rows AS row" + _RING_STATE_ROW
 _RECORD_EVENTS: LiteralString = (
@@ -398,8 +406,9 @@ WITH rows, rings, members,
           WHEN size(rings) = 1 AND size(members) > 0 THEN 'join'
           WHEN size(rings) = 0 AND size(members) >= $min_size THEN 'form'
           ELSE 'none' END AS shape
-WITH *, {id: $event_id, source: 'live', members_added: members, members_removed: [],
-         from_rings: [], into_ring: null, into_rings: [], split_from: []} AS lineage
+// `$event` is a `RingEvent.row()` without members; the kind is set below.
+WITH *, $event AS base
+WITH *, base {.*, members_added: members} AS lineage
 CALL (shape, rings, members) {
   WITH * WHERE shape = 'join'
   UNWIND members AS member
@@ -414,16 +423,8 @@ CALL (shape, members, lineage) {
   WITH * WHERE shape = 'form'
   MERGE (q:Sequence {id: 'ring'}) ON CREATE SET q.value = 0
   SET q.value = q.value + 1
-  CREATE (r:Ring {id: $prefix + toString(q.value), status: 'active', size: size(members),
-                  created_at: $now, updated_at: $now, origin: 'live'})
-  WITH r, members, lineage
-  CALL (r, members) {
-    UNWIND members AS member
-    MATCH (s:Subscriber {id: member})
-    CREATE (s)-[:MEMBER_OF {since: $now}]->(r)
-    SET s.ring_id = r.id
-  }
-  WITH r, lineage {.*, kind: 'created'} AS event"""
+  WITH $prefix + toString(q.value) AS ring_id, members, 'live' AS origin, lineage"""
+_LIVE_SETTLE_CREATED: LiteralString = """  WITH r, lineage {.*, kind: 'created'} AS event"""
 _LIVE_SETTLE_END: LiteralString = """  RETURN collect(r.id) AS created
 }
 RETURN shape, coalesce(created[0], rings[0]) AS ring, members,
@@ -444,6 +445,8 @@ def _live_settle_statement(neighbours: LiteralString) -> LiteralString:
         + _LIVE_SETTLE_GREW
         + _EVENT_OF_RING
         + _LIVE_SETTLE_FORM
+        + _NEW_RING_ROW
+        + _LIVE_SETTLE_CREATED
         + _EVENT_OF_RING
         + _LIVE_SETTLE_END
     )
@@ -460,7 +463,8 @@ RETURN ring, collect(s.id) AS members
 # ring creation and leaving are written here. An update sends only the parts it needs (a ring
 # that grows neither creates nor dissolves one), so the server plans and runs no empty parts;
 # each shape is its own cached plan.
-_LIVE_CREATE: LiteralString = """
+_LIVE_CREATE: LiteralString = (
+    """
 // Ring numbers come from the batch path's sequence, in the same statement.
 CALL () {
   MERGE (q:Sequence {id: 'ring'}) ON CREATE SET q.value = 0
@@ -470,15 +474,11 @@ CALL () {
 WITH [n IN range(1, size($new_rings)) | $prefix + toString(last - size($new_rings) + n)] AS new_ids
 CALL (new_ids) {
   UNWIND range(0, size(new_ids) - 1) AS index
-  CREATE (r:Ring {id: new_ids[index], status: 'active', size: size($new_rings[index]),
-                  created_at: $now, updated_at: $now, origin: 'live'})
-  WITH r, index
-  UNWIND $new_rings[index] AS member
-  MATCH (s:Subscriber {id: member})
-  CREATE (s)-[:MEMBER_OF {since: $now}]->(r)
-  SET s.ring_id = r.id
-}
+  WITH new_ids[index] AS ring_id, $new_rings[index] AS members, 'live' AS origin"""
+    + _NEW_RING_ROW
+    + """}
 """
+)
 _LIVE_NO_CREATE: LiteralString = """
 WITH [] AS new_ids
 """
@@ -582,14 +582,15 @@ class LiveRingTracker:
         if not frontier:
             return []
         if len(frontier) == 1:
-            event_id = uuid.uuid4().hex
-            params = {"ids": frontier, "min_size": self.min_ring_size, "event_id": event_id,
+            event = RingEvent("", "", "live")  # its ring, kind and members from the answer
+            params = {"ids": frontier, "min_size": self.min_ring_size, "event": event.row(),
                       "prefix": RING_PREFIX, "now": now}  # fmt: skip
             (answer,) = tx.run(self.settle_query, params)
             kind = {"join": "grew", "form": "created"}.get(answer["shape"])
             if kind is not None:
-                ring_id, added = str(answer["ring"]), list(answer["members"])
-                return [RingEvent(ring_id, kind, "live", members_added=added, id=event_id)]
+                event.ring_id, event.kind = str(answer["ring"]), kind
+                event.members_added = list(answer["members"])
+                return [event]
             if answer["shape"] == "none":
                 return []
             components, sizes = self._walk(tx, frontier, answered=answer["rows"])

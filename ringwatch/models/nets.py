@@ -74,6 +74,7 @@ class HeteroSAGE(nn.Module):
         # `fast_forward`'s folded root terms, and the weights they came from (see there).
         self._folded: list[dict[str, tuple[Tensor, Tensor]]] = []
         self._folded_from: list[tuple[Tensor, int]] = []
+        self._needed_types = self._needed()  # fixed by the metadata
 
     def forward(
         self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]
@@ -142,7 +143,7 @@ class HeteroSAGE(nn.Module):
             self._folded = self._fold_roots()
         folded = self._folded
         h = {nt: functional.relu(self.inputs[nt](x)) for nt, x in x_dict.items()}
-        for conv, roots, needed in zip(self.convs, folded, self._needed(), strict=True):
+        for conv, roots, needed in zip(self.convs, folded, self._needed_types, strict=True):
             hetero: Any = conv
             out: dict[str, Tensor] = {}
             for dst, (root_weight, bias) in roots.items():
