@@ -31,7 +31,8 @@ node of the target type, so either can be trained, sampled and served the same w
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Generic, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -41,10 +42,44 @@ from torch_geometric.nn import HeteroConv, SAGEConv
 EdgeType = tuple[str, str, str]
 Metadata = tuple[list[str], list[EdgeType]]
 ModelKind = Literal["sage", "camouflage"]
+Folded = TypeVar("Folded")
 
 
 def _key(edge_type: EdgeType) -> str:
     return "__".join(edge_type)
+
+
+def _needed_types(edge_types: list[EdgeType], target: str, layers: int) -> list[set[str]]:
+    """Per layer, the destination types whose output a later layer or the head reads: the live
+    passes compute only these."""
+    needed = [{target}]
+    for _ in range(layers - 1):
+        read = {t for src, _, dst in edge_types if dst in needed[0] for t in (src, dst)}
+        needed.insert(0, read | needed[0])
+    return needed
+
+
+def _linear(modules: nn.ModuleDict, key: str) -> nn.Linear:
+    module = modules[key]
+    assert isinstance(module, nn.Linear)
+    return module
+
+
+class _Fold(Generic[Folded]):
+    """Weights a live pass derives from a module's parameters once, and derives again when one
+    of them has changed in place since (an optimiser step, `load_state_dict`): tensors count
+    their in-place changes."""
+
+    def __init__(self, derive: Callable[[], tuple[Folded, list[Tensor | None]]]) -> None:
+        self._derive = derive
+        self._value: Folded | None = None
+        self._sources: list[tuple[Tensor, int]] = []
+
+    def get(self) -> Folded:
+        if self._value is None or any(p._version != v for p, v in self._sources):
+            self._value, sources = self._derive()
+            self._sources = [(p, p._version) for p in sources if p is not None]
+        return self._value
 
 
 class HeteroSAGE(nn.Module):
@@ -71,10 +106,8 @@ class HeteroSAGE(nn.Module):
             for _ in range(layers)
         )
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        # `fast_forward`'s folded root terms, and the weights they came from (see there).
-        self._folded: list[dict[str, tuple[Tensor, Tensor]]] = []
-        self._folded_from: list[tuple[Tensor, int]] = []
-        self._needed_types = self._needed()  # fixed by the metadata
+        self._folded = _Fold(self._fold_roots)  # `fast_forward`'s root terms (see there)
+        self._needed_types = _needed_types(self.edge_types, target, layers)
 
     def forward(
         self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]
@@ -93,19 +126,18 @@ class HeteroSAGE(nn.Module):
         return logits, []
 
     @torch.no_grad()
-    def _fold_roots(self) -> list[dict[str, tuple[Tensor, Tensor]]]:
+    def _fold_roots(self) -> tuple[list[dict[str, tuple[Tensor, Tensor]]], list[Tensor | None]]:
         """Per layer and destination type, the sum over its edge types of the root weights and
         of the biases: every edge type adds ``lin_r(x_dst) + lin_l.bias`` whether it has edges
         or not, so these are one linear layer instead of one per edge type."""
         folded: list[dict[str, tuple[Tensor, Tensor]]] = []
-        self._folded_from = []
+        sources: list[Tensor | None] = []
         for conv in self.convs:
             hetero: Any = conv
             by_dst: dict[str, tuple[Tensor, Tensor]] = {}
             for edge_type in self.edge_types:
                 sage = hetero.convs[edge_type]
-                read = [sage.lin_r.weight, sage.lin_l.bias, sage.lin_r.bias]
-                self._folded_from += [(p, p._version) for p in read if p is not None]
+                sources += [sage.lin_r.weight, sage.lin_l.bias, sage.lin_r.bias]
                 weight, bias = sage.lin_r.weight, sage.lin_l.bias
                 if sage.lin_r.bias is not None:
                     bias = bias + sage.lin_r.bias
@@ -113,15 +145,7 @@ class HeteroSAGE(nn.Module):
                     weight, bias = by_dst[dst][0] + weight, by_dst[dst][1] + bias
                 by_dst[dst] = (weight, bias)
             folded.append(by_dst)
-        return folded
-
-    def _needed(self) -> list[set[str]]:
-        """Per layer, the destination types whose output a later layer or the head reads."""
-        needed = [{self.target}]
-        for _ in range(len(self.convs) - 1):
-            read = {t for src, _, dst in self.edge_types if dst in needed[0] for t in (src, dst)}
-            needed.insert(0, read | needed[0])
-        return needed
+        return folded, sources
 
     def fast_forward(
         self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]
@@ -137,11 +161,7 @@ class HeteroSAGE(nn.Module):
         convolution's root term and bias to each node of its destination type. A live
         neighbourhood lacks most types (a subscriber without a card has no card edges), and
         leaving them out gave scores unlike batch scoring's."""
-        # Folded again when a weight it read has changed in place since (an optimiser step,
-        # `load_state_dict`): tensors count their in-place changes.
-        if not self._folded or any(p._version != v for p, v in self._folded_from):
-            self._folded = self._fold_roots()
-        folded = self._folded
+        folded = self._folded.get()
         h = {nt: functional.relu(self.inputs[nt](x)) for nt, x in x_dict.items()}
         for conv, roots, needed in zip(self.convs, folded, self._needed_types, strict=True):
             hetero: Any = conv
@@ -165,6 +185,11 @@ class HeteroSAGE(nn.Module):
             h = {nt: functional.relu(out[nt]) if nt in out else h[nt] for nt in h}
         logits: Tensor = self.head(h[self.target]).squeeze(-1)
         return logits
+
+
+# Per node type: the folded ego map (weight, bias) and per incoming edge type the folded
+# neighbour map (weight, bias); see `FilteredLayer.fold`.
+_FoldedType = tuple[tuple[Tensor, Tensor], dict[EdgeType, tuple[Tensor, Tensor]]]
 
 
 class FilteredLayer(nn.Module):
@@ -208,6 +233,72 @@ class FilteredLayer(nn.Module):
             out[nt] = functional.relu(self.combine[nt](torch.cat(parts, dim=-1)))
         return out, logits
 
+    @torch.no_grad()
+    def fold(self) -> tuple[dict[str, _FoldedType], list[Tensor | None]]:
+        """Per node type, `combine` applied to the ego and neighbour embeddings as one linear
+        map each: ``combine(cat(parts))`` is the sum of `combine`'s column blocks times the
+        parts, and each part is itself linear, so a block and the linear layer before it are
+        one matrix. The neighbour bias enters scaled by ``norm / (norm + 1e-6)``, as in the
+        weighted mean of `forward`."""
+        folded: dict[str, _FoldedType] = {}
+        sources: list[Tensor | None] = []
+        for nt in self.combine:
+            combine, ego = _linear(self.combine, nt), _linear(self.ego, nt)
+            blocks = torch.split(combine.weight, combine.weight.size(0), dim=1)
+            sources += [combine.weight, combine.bias, ego.weight, ego.bias]
+            own = (blocks[0] @ ego.weight, blocks[0] @ ego.bias + combine.bias)
+            incoming: dict[EdgeType, tuple[Tensor, Tensor]] = {}
+            for block, et in zip(blocks[1:], self.incoming[nt], strict=True):
+                neighbour = _linear(self.neighbour, _key(et))
+                sources += [neighbour.weight, neighbour.bias]
+                incoming[et] = (block @ neighbour.weight, block @ neighbour.bias)
+            folded[nt] = (own, incoming)
+        for nt in self.suspicion:
+            sources += [_linear(self.suspicion, nt).weight, _linear(self.suspicion, nt).bias]
+        return folded, sources
+
+    def fast(
+        self,
+        h: dict[str, Tensor],
+        edge_index_dict: dict[EdgeType, Tensor],
+        folded: dict[str, _FoldedType],
+        needed: set[str],
+    ) -> dict[str, Tensor]:
+        """`forward` in eval mode for the `needed` types only, with the folded weights; the
+        suspicion scores of the types that a needed type's edges read."""
+        p: dict[str, Tensor] = {}
+
+        def suspicion(nt: str) -> Tensor:
+            if nt not in p:
+                p[nt] = torch.sigmoid(self.suspicion[nt](h[nt]).squeeze(-1))
+            return p[nt]
+
+        out: dict[str, Tensor] = {}
+        for nt in needed:
+            if nt not in h:
+                continue
+            (weight, bias), incoming = folded[nt]
+            total = functional.linear(h[nt], weight, bias)
+            for et, (neighbour_weight, neighbour_bias) in incoming.items():
+                src = et[0]
+                edge_index = edge_index_dict.get(et)
+                if edge_index is None or src not in h or edge_index.numel() == 0:
+                    continue  # a zero part: nothing to add
+                s, d = edge_index[0], edge_index[1]
+                weight_of_edge = torch.clamp(
+                    1.0 - (suspicion(src)[s] - suspicion(nt)[d]).abs() / self.tau, min=0.0
+                )
+                message = functional.linear(h[src], neighbour_weight)[s]
+                summed = total.new_zeros(total.shape).index_add_(
+                    0, d, message * weight_of_edge.unsqueeze(-1)
+                )
+                norm = total.new_zeros(total.size(0)).index_add_(0, d, weight_of_edge)
+                share = norm / (norm + 1e-6)
+                total = total + summed / (norm + 1e-6).unsqueeze(-1)
+                total = total + share.unsqueeze(-1) * neighbour_bias
+            out[nt] = functional.relu(total)
+        return out
+
 
 class CamouflageGNN(nn.Module):
     """Label-aware filtered aggregation with separate ego and neighbour embeddings; see the
@@ -233,6 +324,18 @@ class CamouflageGNN(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(hidden * (layers + 1), hidden), nn.ReLU(), nn.Linear(hidden, 1)
         )
+        self._folded = _Fold(self._fold_layers)  # `fast_forward`'s folded weights
+        self._needed_types = _needed_types(list(metadata[1]), target, layers)
+
+    def _fold_layers(self) -> tuple[list[dict[str, _FoldedType]], list[Tensor | None]]:
+        folded: list[dict[str, _FoldedType]] = []
+        sources: list[Tensor | None] = []
+        for layer in self.layers:
+            assert isinstance(layer, FilteredLayer)
+            per_type, read = layer.fold()
+            folded.append(per_type)
+            sources += read
+        return folded, sources
 
     def forward(
         self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]
@@ -247,6 +350,24 @@ class CamouflageGNN(nn.Module):
             suspicion.append(logits[self.target])
         out: Tensor = self.head(torch.cat(kept, dim=-1)).squeeze(-1)
         return out, suspicion
+
+    def fast_forward(
+        self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]
+    ) -> Tensor:
+        """The same logits as `forward` in eval mode, for the small neighbourhoods of live
+        scoring, where the per-call overhead of each small operation was most of the time: each
+        layer computes only the node types a later layer or the head reads, an edge type with
+        no edges here adds nothing (its part of the concatenation is zero), and the ego and
+        neighbour maps are folded into `combine` (`FilteredLayer.fold`)."""
+        folded = self._folded.get()
+        h = {nt: functional.relu(self.inputs[nt](x)) for nt, x in x_dict.items()}
+        kept = [h[self.target]]
+        for layer, weights, needed in zip(self.layers, folded, self._needed_types, strict=True):
+            assert isinstance(layer, FilteredLayer)
+            h = {**h, **layer.fast(h, edge_index_dict, weights, needed)}
+            kept.append(h[self.target])
+        logits: Tensor = self.head(torch.cat(kept, dim=-1)).squeeze(-1)
+        return logits
 
 
 def build_model(

@@ -106,13 +106,9 @@ class TrainedModel:
         scoring): one forward pass over the whole subgraph, no further sampling. The network
         must be in eval mode (`ModelRegistry.load` leaves it so)."""
         data = self.standardizer.apply(subgraph)
-        # Every edge type, empty or not: see `HeteroSAGE.fast_forward`.
-        edges = data.edge_index_dict
+        # Both networks' live passes: the same logits as their forward in eval mode.
         with torch_threads(self.config.threads):
-            if isinstance(self.net, HeteroSAGE):
-                logits = self.net.fast_forward(data.x_dict, edges)
-            else:
-                logits, _ = self.net(data.x_dict, edges)
+            logits = self.net.fast_forward(data.x_dict, data.edge_index_dict)
         return float(self.calibrator(np.array([float(logits[node])]))[0])
 
 

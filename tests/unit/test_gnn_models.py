@@ -23,12 +23,17 @@ from ringwatch.models.anomaly import fit_anomaly
 from ringwatch.models.calibration import TIE_BREAK, fit_calibrator
 from ringwatch.models.data import NodeTask, connected_groups, group_split
 from ringwatch.models.exceptions import ModelError
-from ringwatch.models.nets import HeteroSAGE
+from ringwatch.models.nets import CamouflageGNN, HeteroSAGE
 from ringwatch.models.registry import ModelRegistry
 from ringwatch.models.sampling import neighbor_loader
 from ringwatch.models.training import TrainConfig, train
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.unit.fakes import RecordingRunner
+
+NETS: dict[str, type[HeteroSAGE | CamouflageGNN]] = {
+    "sage": HeteroSAGE,
+    "camouflage": CamouflageGNN,
+}
 
 
 def fast(**overrides: Any) -> TrainConfig:
@@ -367,11 +372,12 @@ def test_training_explains_labels_that_cannot_be_split_by_component(tmp_path: Pa
         train_from_graph(runner, ModelRegistry(tmp_path), config, base=fast(epochs=1))
 
 
-def test_sage_fast_forward_for_live_scoring_equals_the_pyg_forward() -> None:
+@pytest.mark.parametrize("kind", ["sage", "camouflage"])
+def test_fast_forward_for_live_scoring_equals_the_forward(kind: str) -> None:
     data = planted(seed=5)
     task = NodeTask.of(data, target="Subscriber", **random_split(data["Subscriber"].y))
-    model = train(task, fast(epochs=2))
-    assert isinstance(model.net, HeteroSAGE)
+    model = train(task, fast(epochs=2, model=kind))
+    assert isinstance(model.net, NETS[kind])
     scaled = model.standardizer.apply(data)
     with torch.inference_mode():
         standard, _ = model.net(scaled.x_dict, scaled.edge_index_dict)
@@ -382,13 +388,17 @@ def test_sage_fast_forward_for_live_scoring_equals_the_pyg_forward() -> None:
     )
 
 
-def test_live_scoring_counts_edge_types_absent_from_the_neighbourhood_like_batch_scoring() -> None:
-    # Batches always hold every edge type, so a type without edges still adds its root term
-    # and bias; a live neighbourhood without, say, device edges must be scored the same way.
+@pytest.mark.parametrize("kind", ["sage", "camouflage"])
+def test_live_scoring_counts_edge_types_absent_from_the_neighbourhood_like_batch_scoring(
+    kind: str,
+) -> None:
+    # Batches always hold every edge type, so in GraphSAGE a type without edges still adds its
+    # root term and bias; a live neighbourhood without, say, device edges must be scored the
+    # same way (the camouflage model's part for such a type is zero either way).
     data = planted(seed=5)
     task = NodeTask.of(data, target="Subscriber", **random_split(data["Subscriber"].y))
-    model = train(task, fast(epochs=2))
-    assert isinstance(model.net, HeteroSAGE)
+    model = train(task, fast(epochs=2, model=kind))
+    assert isinstance(model.net, NETS[kind])
     no_devices = data.clone()
     for edge_type in no_devices.edge_types:
         if "Device" in (edge_type[0], edge_type[2]):
@@ -431,13 +441,15 @@ def test_strongest_neighbour_is_the_best_other_user_of_a_non_hub_identifier() ->
     ]
 
 
-def test_sage_fast_forward_follows_weights_changed_after_its_first_use() -> None:
-    # The live pass folds the root weights once; new weights (a reload, more training) must
-    # not be scored with the old fold.
+@pytest.mark.parametrize("kind", ["sage", "camouflage"])
+def test_fast_forward_follows_weights_changed_after_its_first_use(kind: str) -> None:
+    # The live pass folds weights once; new weights (a reload, more training) must not be
+    # scored with the old fold.
     data = planted(seed=5)
     task = NodeTask.of(data, target="Subscriber", **random_split(data["Subscriber"].y))
-    first, second = train(task, fast(epochs=1)), train(task, fast(epochs=3, seed=11))
-    assert isinstance(first.net, HeteroSAGE) and isinstance(second.net, HeteroSAGE)
+    first = train(task, fast(epochs=1, model=kind))
+    second = train(task, fast(epochs=3, seed=11, model=kind))
+    assert isinstance(first.net, NETS[kind]) and isinstance(second.net, NETS[kind])
     scaled = first.standardizer.apply(data)
     with torch.inference_mode():
         before = first.net.fast_forward(scaled.x_dict, scaled.edge_index_dict)
