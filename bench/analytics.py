@@ -25,10 +25,11 @@ holds, not what the algorithms needed; the estimate is the latter.
 Live rings: on the `--latency-size` graph, after the runs and a ring reconciliation, single
 identity events that link a new subscriber to a shared identifier are written one per
 transaction with `GraphWriter`, with and without `LiveRingTracker`, interleaved, on disjoint
-identifiers, after a warm-up. Kinds: *join* (a ring member's identifier: the ring grows),
-*form* (an identifier two subscribers outside rings share: a new ring of 3), *pair* (the
-identifier of a subscriber who shares nothing yet: no ring). The tracker's cost per event is the
-difference; each statement of the write is timed to show where the time goes.
+identifiers, after `--latency-warm-up` events per writer that are not counted. Kinds: *join* (a
+ring member's identifier: the ring grows), *form* (an identifier two subscribers outside rings
+share: a new ring of 3), *pair* (the identifier of a subscriber who shares nothing yet: no
+ring). The tracker's cost per event is the difference; each statement of the write is timed to
+show where the time goes.
 
 GNN (`--gnn`): after the pipeline runs, ringwatch's own training from the graph (both model
 kinds, early stopping), batch inference over every subscriber, and live scoring latency of
@@ -36,7 +37,7 @@ kinds, early stopping), batch inference over every subscriber, and live scoring 
 
 Run: .venv/bin/python -m bench.analytics [--sizes 10000,100000,1000000] [--runs 3] [--gnn]
      [--heap 6g] [--pagecache 2g] [--latency-size 100000] [--latency-events 1000]
-     [--timeout 1800] [--work DIR]
+     [--latency-warm-up 20] [--timeout 1800] [--work DIR]
 """
 
 from __future__ import annotations
@@ -381,14 +382,17 @@ WARM_UP = 20
 """Events per writer run first and not counted (query planning, cold caches)."""
 
 
-def live_ring_latency(runner: Neo4jRunner, config: ScoringConfig, events: int) -> dict[str, Any]:
-    """p50/p99 of one identity event per transaction, with and without the live tracker."""
+def live_ring_latency(
+    runner: Neo4jRunner, config: ScoringConfig, events: int, warm_up: int = WARM_UP
+) -> dict[str, Any]:
+    """p50/p99 of one identity event per transaction, with and without the live tracker, after
+    `warm_up` events per writer that are not counted."""
     started = time.perf_counter()
     reconciled = reconcile_rings(runner, min_ring_size=config.min_ring_size)
     reconcile_s = time.perf_counter() - started
     shares = {"join": 0.5, "form": 0.25, "pair": 0.25}
     # Both writers take their share of each kind, on disjoint identifiers.
-    wanted = {kind: 2 * max(1, round((events + WARM_UP) * share)) for kind, share in shares.items()}
+    wanted = {kind: 2 * max(1, round((events + warm_up) * share)) for kind, share in shares.items()}
     targets = _targets(runner, config, max(wanted.values()))
     plan: list[Target] = []
     for kind, count in wanted.items():
@@ -416,7 +420,7 @@ def live_ring_latency(runner: Neo4jRunner, config: ScoringConfig, events: int) -
     # Interleaved, so drift in the machine's load touches both writers alike.
     for number, target in enumerate(plan):
         mode = "tracker" if number % 2 == 0 else "plain"
-        if number == 2 * WARM_UP:
+        if number == 2 * warm_up:
             for runner_of_mode in timed.values():
                 runner_of_mode.seconds.clear()
         event = _event(run, number, mode, target)
@@ -424,7 +428,7 @@ def live_ring_latency(runner: Neo4jRunner, config: ScoringConfig, events: int) -
         began = time.perf_counter()
         result = writers[mode].write([event])
         elapsed = time.perf_counter() - began
-        if number >= 2 * WARM_UP:
+        if number >= 2 * warm_up:
             seconds[mode][target.kind].append(elapsed)
             if tracker.last_s is not None:
                 inside[target.kind].append(tracker.last_s)
@@ -433,7 +437,7 @@ def live_ring_latency(runner: Neo4jRunner, config: ScoringConfig, events: int) -
     summary: dict[str, Any] = {
         "reconcile_s": reconcile_s,
         "rings": reconciled.rings,
-        "warm_up_events": WARM_UP,
+        "warm_up_events": warm_up,
         "ring_events": dict(ring_events),
     }
     for mode, by_kind in seconds.items():
@@ -468,11 +472,12 @@ _WARM_PAGE_CACHE: tuple[LiteralString, ...] = (
 
 
 def _live_gnn_latencies(
-    uri: str, models_dir: Path, found: list[str], warmed: list[str]
+    uri: str, models_dir: Path, found: list[str], warmed: list[str], warm_up: list[str]
 ) -> dict[str, Any]:
     """Seconds per live score of each subscriber after the first `WARM_UP`: `found` with the
     page cache as batch scoring left it, then `warmed` (other subscribers) after reading the
-    whole store once. Run in a child process: see `gnn_timings`."""
+    whole store once and scoring the `warm_up` subscribers, uncounted. Run in a child process:
+    see `gnn_timings`."""
     from ringwatch.config import ModelsConfig
     from ringwatch.graph.gnn_live import score_subscriber
 
@@ -487,6 +492,8 @@ def _live_gnn_latencies(
                 for query in _WARM_PAGE_CACHE:
                     runner.read(query)
                 result["warm_up_s"] = time.perf_counter() - began
+                for sid in warm_up:
+                    score_subscriber(runner, sid, models, now)
             latencies: list[float] = []
             for number, sid in enumerate(chosen):
                 began = time.perf_counter()
@@ -498,7 +505,7 @@ def _live_gnn_latencies(
 
 
 def gnn_timings(
-    runner: Neo4jRunner, uri: str, work: Path, size: int, samples: int
+    runner: Neo4jRunner, uri: str, work: Path, size: int, samples: int, warm_up_scores: int = 0
 ) -> dict[str, Any]:
     """Train both GNN kinds from the graph, score every subscriber, then time live scoring.
 
@@ -508,8 +515,9 @@ def gnn_timings(
     (neighbourhood read plus forward pass, as the API runs it), in a fresh process of its own
     like the API's: not in this one, whose heap still holds what training and batch scoring
     left. It is timed twice, on different subscribers: with Neo4j's page cache as batch scoring
-    left it (`live`), and after the whole store was read once (`live_warm`), as on a server
-    that has been answering for a while.
+    left it (`live`), and after the whole store was read once and `warm_up_scores` other
+    subscribers were scored uncounted (`live_warm`), as on a server that has been answering for
+    a while: its page cache holds the store and its JIT has compiled the queries' code paths.
     """
     from ringwatch.config import ModelsConfig
     from ringwatch.graph.gnn_run import score_subscribers, train_from_graph
@@ -523,10 +531,16 @@ def gnn_timings(
     scored = score_subscribers(runner, registry)
     ids = [r["id"] for r in runner.read("MATCH (s:Subscriber) RETURN s.id AS id")]
     count = min(len(ids) // 2, samples + WARM_UP)
-    chosen = random.Random(7).sample(ids, 2 * count)
+    warm_up = min(warm_up_scores, len(ids) - 2 * count)
+    chosen = random.Random(7).sample(ids, 2 * count + warm_up)
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         live = pool.submit(
-            _live_gnn_latencies, uri, models.dir, chosen[:count], chosen[count:]
+            _live_gnn_latencies,
+            uri,
+            models.dir,
+            chosen[:count],
+            chosen[count : 2 * count],
+            chosen[2 * count :],
         ).result()
     return {
         "export_s": trained.export["seconds"],
@@ -552,6 +566,7 @@ def gnn_timings(
             "samples": len(live["warmed"]),
             **_p50_p99_ms(live["warmed"]),
             "warm_up_s": live["warm_up_s"],
+            "warm_up_scores": warm_up,
         },
     }
 
@@ -805,12 +820,14 @@ def _measure(
                 f"peak RSS {row['peak_rss_mib']:,.0f} MiB"
             )
         gnn = (
-            gnn_timings(runner, stack.neo4j_bolt_uri, work, size, args.gnn_samples)
+            gnn_timings(
+                runner, stack.neo4j_bolt_uri, work, size, args.gnn_samples, args.gnn_warm_up
+            )
             if args.gnn
             else None
         )
         latency = (
-            live_ring_latency(runner, settings.scoring, args.latency_events)
+            live_ring_latency(runner, settings.scoring, args.latency_events, args.latency_warm_up)
             if size == args.latency_size
             else None
         )
@@ -913,14 +930,19 @@ def _print(results: dict[int, dict[str, Any]]) -> None:
         )
         if warm := gnn.get("live_warm"):
             console.print(
-                f"live scoring after reading the whole store once ({warm['warm_up_s']:.0f} s): "
+                f"live scoring after reading the whole store once ({warm['warm_up_s']:.0f} s) "
+                f"and {warm.get('warm_up_scores', 0):,} scores uncounted: "
                 f"p50 {warm['p50_ms']:.1f} ms, p99 {warm['p99_ms']:.1f} ms over {warm['samples']}"
             )
     for size in measured:
         latency = results[size]["live_rings"]
         if not latency:
             continue
-        live = Table(title=f"Live ring update, one identity event per transaction ({size:,})")
+        warm_up = latency.get("warm_up_events", WARM_UP)
+        live = Table(
+            title=f"Live ring update, one identity event per transaction ({size:,}; "
+            f"{warm_up} events per writer first, not counted)"
+        )
         for column in ("writer", "kind", "events", "p50 ms", "p99 ms"):
             live.add_column(column, justify="left" if column in ("writer", "kind") else "right")
         rows = [("plain", latency["plain"]), ("tracker", latency["tracker"])]
@@ -985,6 +1007,13 @@ def main() -> None:
         help="Events per writer (with and without the tracker).",
     )
     parser.add_argument(
+        "--latency-warm-up",
+        type=int,
+        default=WARM_UP,
+        help="Events per writer run first and not counted: a few plan the statements; a few "
+        "hundred also let the server's JIT settle, as in an ingest worker that has been running.",
+    )
+    parser.add_argument(
         "--work", type=Path, default=None, help="Keep simulated files here (reused by later runs)."
     )
     parser.add_argument("--large", type=int, default=1_000_000, help="Sizes from here are large.")
@@ -996,6 +1025,12 @@ def main() -> None:
         "--gnn", action="store_true", help="Also time GNN training, batch and live scoring."
     )
     parser.add_argument("--gnn-samples", type=int, default=500, help="Live GNN scores timed.")
+    parser.add_argument(
+        "--gnn-warm-up",
+        type=int,
+        default=1000,
+        help="Live scores of other subscribers, uncounted, before the warm-server timing.",
+    )
     parser.add_argument(
         "--keep",
         action="store_true",
