@@ -253,8 +253,6 @@ class FilteredLayer(nn.Module):
                 sources += [neighbour.weight, neighbour.bias]
                 incoming[et] = (block @ neighbour.weight, block @ neighbour.bias)
             folded[nt] = (own, incoming)
-        for nt in self.suspicion:
-            sources += [_linear(self.suspicion, nt).weight, _linear(self.suspicion, nt).bias]
         return folded, sources
 
     def fast(
