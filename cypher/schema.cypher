@@ -38,6 +38,8 @@ CREATE CONSTRAINT api_key_id IF NOT EXISTS FOR (n:ApiKey) REQUIRE n.id IS UNIQUE
 CREATE INDEX subscriber_status IF NOT EXISTS FOR (n:Subscriber) ON (n.status);
 CREATE INDEX subscriber_risk IF NOT EXISTS FOR (n:Subscriber) ON (n.risk);
 CREATE INDEX subscriber_created_at IF NOT EXISTS FOR (n:Subscriber) ON (n.created_at);
+// The analytics read the subscribers labelled fraud on every run (closeness to fraud).
+CREATE INDEX subscriber_label IF NOT EXISTS FOR (n:Subscriber) ON (n.label);
 CREATE INDEX device_hub IF NOT EXISTS FOR (n:Device) ON (n.hub);
 CREATE INDEX address_hub IF NOT EXISTS FOR (n:Address) ON (n.hub);
 CREATE INDEX payment_method_hub IF NOT EXISTS FOR (n:PaymentMethod) ON (n.hub);

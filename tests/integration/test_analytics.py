@@ -123,7 +123,7 @@ def test_algorithms_write_known_answers(
     assert best["q1"][0] in ("q2", "q3") and best["q1"][1] == pytest.approx(0.7)
     assert best["b1"][0] == "b2" and best["b1"][1] == pytest.approx(1.0)
 
-    # Louvain: the phone bridge is weak, so the groups are two communities.
+    # Leiden: the phone bridge is weak, so the groups are two communities.
     community = {sid: props.get("community_id") for sid, props in subs.items()}
     assert len({community[s] for s in ("p1", "p2", "p3")}) == 1
     assert len({community[s] for s in ("q1", "q2", "q3")}) == 1
