@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WRITE_BATCH = 5_000
+# Score batches written at once: one statement runs on one core of the server.
+WRITERS = 2
 MODEL_KINDS: tuple[str, ...] = ("sage", "camouflage")
 
 _WRITE_SCORES: LiteralString = """
@@ -317,16 +320,17 @@ def score_subscribers(
     config = scoring or ScoringConfig()
     by_band: dict[str, int] = {}
     rows: list[dict[str, Any]] = []
-    # Batches are written on a second thread while the next ones are built: the server's work
-    # overlaps with this loop's Python. One write at a time, so at most two batches wait.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gnn-write") as writer:
-        pending: Future[Any] | None = None
+    # Batches are written on other threads while the next ones are built: the server's work
+    # overlaps with this loop's Python, and once the loop is done the writes of different
+    # subscribers (no shared locks) run side by side. At most WRITERS batches wait.
+    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="gnn-write") as writer:
+        pending: deque[Future[Any]] = deque()
 
-        def write(batch: list[dict[str, Any]]) -> Future[Any]:
-            if pending is not None:
-                pending.result()  # a failed write stops the run here, not at the end
+        def write(batch: list[dict[str, Any]]) -> None:
+            if len(pending) >= WRITERS:
+                pending.popleft().result()  # a failed write stops the run here, not at the end
             params = {"rows": batch, "version": version, "now": now}
-            return writer.submit(runner.write, _WRITE_SCORES, params)
+            pending.append(writer.submit(runner.write, _WRITE_SCORES, params))
 
         for index, sid in enumerate(exported.subscriber_ids):
             risk = float(scores[index])
@@ -342,14 +346,14 @@ def score_subscribers(
             by_band[band] = by_band.get(band, 0) + 1
             rows.append({"id": sid, "risk": risk, "reasons": reason_codec.dumps([reason])})
             if len(rows) >= WRITE_BATCH:
-                pending = write(rows)
+                write(rows)
                 rows = []
         if rows:
-            pending = write(rows)
+            write(rows)
         steps["evidence"] = time.perf_counter() - began
         began = time.perf_counter()
-        if pending is not None:
-            pending.result()
+        while pending:
+            pending.popleft().result()
     steps["write"] = time.perf_counter() - began
     seconds = time.perf_counter() - started
     log.info("scored %d subscribers in %.1f s (%s)", count, seconds,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
@@ -42,11 +43,12 @@ class Calibrator:
 
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         logits = np.asarray(logits, dtype=np.float64)
+        # expit: the logistic function, without overflow warnings for very negative logits.
         if self.method == "isotonic":
             step = np.interp(logits, self.x, self.y)
-            out = (1.0 - TIE_BREAK) * step + TIE_BREAK / (1.0 + np.exp(-logits))
+            out = (1.0 - TIE_BREAK) * step + TIE_BREAK * expit(logits)
         else:
-            out = 1.0 / (1.0 + np.exp(-(self.coef * logits + self.intercept)))
+            out = expit(self.coef * logits + self.intercept)
         return np.asarray(np.clip(out, 0.0, 1.0))
 
     def to_dict(self) -> dict[str, Any]:

@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 Net = HeteroSAGE | CamouflageGNN
 # Target nodes per batch when scoring: fewer, larger batches share the per-batch cost of
-# sampling and of each layer's call (a million subscribers: 49 s with 1,024, 35 s with 4,096).
-SCORING_BATCH = 4096
+# sampling and of each layer's call (a million subscribers: 49 s with 1,024, 35 s with 4,096;
+# 16,384 another 10 % less than 4,096).
+SCORING_BATCH = 16_384
 
 
 class TrainConfig(BaseModel):
@@ -161,7 +162,10 @@ def predict_logits(
     with torch_threads(config.threads):
         for batch in loader:
             size = int(batch[target].batch_size)
-            logits, _ = net(batch.x_dict, batch.edge_index_dict)
+            # The eval-mode pass that computes only what the seeds' logits read (the last
+            # layer for the target type alone): the same logits as `net(...)`, in about half
+            # the time on batches of sampled neighbourhoods.
+            logits = net.fast_forward(batch.x_dict, batch.edge_index_dict)
             out[start : start + size] = logits[:size].numpy()
             start += size
     return out

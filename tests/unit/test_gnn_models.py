@@ -344,8 +344,15 @@ def _page_columns(page: list[dict[str, Any]]) -> dict[str, Any]:
 def _graph_of(rows: list[dict[str, Any]]) -> RecordingRunner:
     def respond(query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         if "WHERE s.id > $after" in query:
-            page = [r for r in rows if r["id"] > params["after"]][: params["limit"]]
-            return [_page_columns(page)]
+            last = params.get("last")
+            page = [
+                r for r in rows if r["id"] > params["after"] and (last is None or r["id"] <= last)
+            ]
+            return [_page_columns(page[: params["limit"]])]
+        if "count(s) AS subscribers" in query:
+            return [{"subscribers": len(rows)}]
+        if "SKIP $skip" in query:
+            return [{"id": sorted(r["id"] for r in rows)[params["skip"]]}]
         return []  # no transactions: the export is as of now
 
     return RecordingRunner(responder=respond)
@@ -357,10 +364,23 @@ def test_export_reads_pages_not_nodes_and_training_falls_back_without_labels(
     runner = _graph_of(_rows(30, fraud=3, legit=3, shared=False))
     exported = export_graph(runner, page=12)
     pages = [q for q, _ in runner.reads if "WHERE s.id > $after" in q]
-    assert len(pages) == 4 and len(runner.reads) == 5  # 3 full pages, 1 empty, 1 clock read
+    # 3 full pages, 1 empty, the count (too few for two ranges), the clock
+    assert len(pages) == 4 and len(runner.reads) == 6
     assert exported.data["Subscriber"].num_nodes == 30 and exported.data["Email"].num_nodes == 30
     report = train_from_graph(runner, ModelRegistry(tmp_path), ModelsConfig(dir=tmp_path))
     assert report.manifest.kind == "anomaly"  # 3 labels per class < 10
+
+
+def test_an_export_in_two_ranges_reads_each_subscriber_once_in_a_fixed_order() -> None:
+    runner = _graph_of(_rows(30, fraud=3, legit=3, shared=False))
+    exported = export_graph(runner, page=5, readers=2)
+    ids = sorted(exported.subscriber_ids)
+    assert ids == sorted(row["id"] for row in _rows(30, fraud=3, legit=3, shared=False))
+    # Ranges split at the 15th id; a page of five from each in turn.
+    assert exported.subscriber_ids[:10] == ids[:5] + ids[15:20]
+    pages = [params for q, params in runner.reads if "WHERE s.id > $after" in q]
+    assert len(pages) == 8  # 3 full pages and an empty one per range
+    assert {params.get("last") for params in pages} == {ids[14], None}
 
 
 def test_training_explains_labels_that_cannot_be_split_by_component(tmp_path: Path) -> None:
