@@ -31,10 +31,14 @@ node of the target type, so either can be trained, sampled and served the same w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import torch
+from scipy.special import expit
 from torch import Tensor, nn
 from torch.nn import functional
 from torch_geometric.nn import HeteroConv, SAGEConv
@@ -43,6 +47,8 @@ EdgeType = tuple[str, str, str]
 Metadata = tuple[list[str], list[EdgeType]]
 ModelKind = Literal["sage", "camouflage"]
 Folded = TypeVar("Folded")
+Array = npt.NDArray[np.float32]
+Indices = npt.NDArray[np.int64]
 
 
 def _key(edge_type: EdgeType) -> str:
@@ -82,6 +88,63 @@ class _Fold(Generic[Folded]):
         return self._value
 
 
+# ---------------------------------------------------------------------- live passes in NumPy
+#
+# Live scoring runs a model over one subscriber's neighbourhood: a few dozen nodes. There the
+# fixed cost of each PyTorch operation (several microseconds of dispatch) is most of a pass,
+# and NumPy's is a fraction of it; `live_forward` is `fast_forward` in NumPy, on weights copied
+# (transposed, folded) once per change of the parameters.
+
+
+def _array(tensor: Tensor) -> Array:
+    # A copy: an in-place change of the parameter must not reach a fold silently.
+    return np.array(tensor.detach().numpy(), dtype=np.float32)
+
+
+def _affine(linear: nn.Module) -> tuple[Array, Array]:
+    """(weight transposed, bias) of a linear layer, for ``x @ weight + bias``."""
+    assert isinstance(linear, nn.Linear) and linear.bias is not None
+    return _array(linear.weight).T.copy(), _array(linear.bias)
+
+
+def _relu(x: Array) -> Array:
+    return np.maximum(x, np.float32(0.0))
+
+
+def _segment_sum(values: Array, index: Indices, size: int) -> Array:
+    total = np.zeros((size, values.shape[1]), dtype=np.float32)
+    np.add.at(total, index, values)
+    return total
+
+
+def _counts(index: Indices, size: int, weights: Array | None = None) -> Array:
+    return np.bincount(index, weights=weights, minlength=size).astype(np.float32)
+
+
+def _head(layers: list[tuple[Array, Array]], x: Array) -> Array:
+    (w1, b1), (w2, b2) = layers
+    out: Array = (_relu(x @ w1 + b1) @ w2 + b2)[:, 0]
+    return out
+
+
+@dataclass(frozen=True)
+class _LiveSage:
+    inputs: dict[str, tuple[Array, Array]]
+    roots: list[dict[str, tuple[Array, Array]]]  # per layer, per destination type
+    neighbours: list[dict[EdgeType, Array]]  # per layer, per edge type: lin_l transposed
+    head: list[tuple[Array, Array]]
+
+
+@dataclass(frozen=True)
+class _LiveCamouflage:
+    inputs: dict[str, tuple[Array, Array]]
+    # per layer, per node type: own (weight, bias) and per incoming edge type (weight, bias)
+    folded: list[dict[str, tuple[tuple[Array, Array], dict[EdgeType, tuple[Array, Array]]]]]
+    suspicion: list[dict[str, tuple[Array, Array]]]
+    taus: list[float]
+    head: list[tuple[Array, Array]]
+
+
 class HeteroSAGE(nn.Module):
     """Heterogeneous GraphSAGE; see the module docstring."""
 
@@ -107,6 +170,7 @@ class HeteroSAGE(nn.Module):
         )
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self._folded = _Fold(self._fold_roots)  # `fast_forward`'s root terms (see there)
+        self._live = _Fold(self._live_weights)  # `live_forward`'s weights, in NumPy
         self._needed_types = _needed_types(self.edge_types, target, layers)
 
     def forward(
@@ -124,6 +188,50 @@ class HeteroSAGE(nn.Module):
             }
         logits: Tensor = self.head(h[self.target]).squeeze(-1)
         return logits, []
+
+    @torch.no_grad()
+    def _live_weights(self) -> tuple[_LiveSage, list[Tensor | None]]:
+        roots = self._folded.get()
+        neighbours: list[dict[EdgeType, Array]] = []
+        for conv in self.convs:
+            hetero: Any = conv
+            neighbours.append(
+                {et: _array(hetero.convs[et].lin_l.weight).T.copy() for et in self.edge_types}
+            )
+        weights = _LiveSage(
+            inputs={nt: _affine(module) for nt, module in self.inputs.items()},
+            roots=[
+                {dst: (_array(w).T.copy(), _array(b)) for dst, (w, b) in layer.items()}
+                for layer in roots
+            ],
+            neighbours=neighbours,
+            head=[_affine(self.head[0]), _affine(self.head[2])],
+        )
+        return weights, list(self.parameters())
+
+    def live_forward(
+        self, x_dict: Mapping[str, Array], edge_index_dict: Mapping[EdgeType, Indices]
+    ) -> Array:
+        """`fast_forward` in NumPy (the same logits to float precision), for live scoring."""
+        weights = self._live.get()
+        h = {nt: _relu(x @ w + b) for nt, x in x_dict.items() for w, b in [weights.inputs[nt]]}
+        for roots, neighbours, needed in zip(
+            weights.roots, weights.neighbours, self._needed_types, strict=True
+        ):
+            out = {
+                dst: h[dst] @ w + b for dst, (w, b) in roots.items() if dst in needed and dst in h
+            }
+            for edge_type in self.edge_types:
+                src, _, dst = edge_type
+                edge_index = edge_index_dict.get(edge_type)
+                if dst not in out or src not in h or edge_index is None or not edge_index.size:
+                    continue  # no neighbours: the mean is zero, its bias is already in
+                size = h[dst].shape[0]
+                total = _segment_sum(h[src][edge_index[0]], edge_index[1], size)
+                mean = total / np.maximum(_counts(edge_index[1], size), 1.0)[:, None]
+                out[dst] = out[dst] + mean @ neighbours[edge_type]
+            h = {nt: _relu(out[nt]) if nt in out else h[nt] for nt in h}
+        return _head(weights.head, h[self.target])
 
     @torch.no_grad()
     def _fold_roots(self) -> tuple[list[dict[str, tuple[Tensor, Tensor]]], list[Tensor | None]]:
@@ -298,6 +406,45 @@ class FilteredLayer(nn.Module):
         return out
 
 
+def _live_filtered_layer(
+    h: Mapping[str, Array],
+    edge_index_dict: Mapping[EdgeType, Indices],
+    folded: dict[str, tuple[tuple[Array, Array], dict[EdgeType, tuple[Array, Array]]]],
+    suspicion_weights: dict[str, tuple[Array, Array]],
+    tau: float,
+    needed: set[str],
+) -> dict[str, Array]:
+    """`FilteredLayer.fast` in NumPy: the `needed` types' outputs of one layer."""
+    suspicion: dict[str, Array] = {}
+
+    def suspect(nt: str) -> Array:
+        if nt not in suspicion:
+            w, b = suspicion_weights[nt]
+            suspicion[nt] = expit((h[nt] @ w + b)[:, 0])
+        return suspicion[nt]
+
+    out: dict[str, Array] = {}
+    for nt in needed:
+        if nt not in h:
+            continue
+        (weight, bias), incoming = folded[nt]
+        total = h[nt] @ weight + bias
+        size = total.shape[0]
+        for et, (neighbour_weight, neighbour_bias) in incoming.items():
+            edge_index = edge_index_dict.get(et)
+            if edge_index is None or et[0] not in h or not edge_index.size:
+                continue  # a zero part: nothing to add
+            s, d = edge_index[0], edge_index[1]
+            filtered = 1.0 - np.abs(suspect(et[0])[s] - suspect(nt)[d]) / tau
+            edge_weight = np.maximum(filtered, 0.0).astype(np.float32)
+            message = (h[et[0]] @ neighbour_weight)[s] * edge_weight[:, None]
+            norm = _counts(d, size, edge_weight)
+            total = total + _segment_sum(message, d, size) / (norm + 1e-6)[:, None]
+            total = total + (norm / (norm + 1e-6))[:, None] * neighbour_bias
+        out[nt] = _relu(total)
+    return out
+
+
 class CamouflageGNN(nn.Module):
     """Label-aware filtered aggregation with separate ego and neighbour embeddings; see the
     module docstring."""
@@ -323,6 +470,7 @@ class CamouflageGNN(nn.Module):
             nn.Linear(hidden * (layers + 1), hidden), nn.ReLU(), nn.Linear(hidden, 1)
         )
         self._folded = _Fold(self._fold_layers)  # `fast_forward`'s folded weights
+        self._live = _Fold(self._live_weights)  # `live_forward`'s weights, in NumPy
         self._needed_types = _needed_types(list(metadata[1]), target, layers)
 
     def _fold_layers(self) -> tuple[list[dict[str, _FoldedType]], list[Tensor | None]]:
@@ -334,6 +482,46 @@ class CamouflageGNN(nn.Module):
             folded.append(per_type)
             sources += read
         return folded, sources
+
+    @torch.no_grad()
+    def _live_weights(self) -> tuple[_LiveCamouflage, list[Tensor | None]]:
+        folded = [
+            {
+                nt: (
+                    (_array(own[0]).T.copy(), _array(own[1])),
+                    {et: (_array(w).T.copy(), _array(b)) for et, (w, b) in incoming.items()},
+                )
+                for nt, (own, incoming) in layer.items()
+            }
+            for layer in self._folded.get()
+        ]
+        suspicion, taus = [], []
+        for layer in self.layers:
+            assert isinstance(layer, FilteredLayer)
+            suspicion.append({nt: _affine(module) for nt, module in layer.suspicion.items()})
+            taus.append(layer.tau)
+        weights = _LiveCamouflage(
+            inputs={nt: _affine(module) for nt, module in self.inputs.items()},
+            folded=folded,
+            suspicion=suspicion,
+            taus=taus,
+            head=[_affine(self.head[0]), _affine(self.head[2])],
+        )
+        return weights, list(self.parameters())
+
+    def live_forward(
+        self, x_dict: Mapping[str, Array], edge_index_dict: Mapping[EdgeType, Indices]
+    ) -> Array:
+        """`fast_forward` in NumPy (the same logits to float precision), for live scoring."""
+        weights = self._live.get()
+        h = {nt: _relu(x @ w + b) for nt, x in x_dict.items() for w, b in [weights.inputs[nt]]}
+        kept = [h[self.target]]
+        for folded, suspicion, tau, needed in zip(
+            weights.folded, weights.suspicion, weights.taus, self._needed_types, strict=True
+        ):
+            h = {**h, **_live_filtered_layer(h, edge_index_dict, folded, suspicion, tau, needed)}
+            kept.append(h[self.target])
+        return _head(weights.head, np.concatenate(kept, axis=1))
 
     def forward(
         self, x_dict: dict[str, Tensor], edge_index_dict: dict[EdgeType, Tensor]

@@ -107,9 +107,10 @@ class TrainedModel:
         scoring): one forward pass over the whole subgraph, no further sampling. The network
         must be in eval mode (`ModelRegistry.load` leaves it so)."""
         data = self.standardizer.apply(subgraph)
-        # Both networks' live passes: the same logits as their forward in eval mode.
-        with torch_threads(self.config.threads):
-            logits = self.net.fast_forward(data.x_dict, data.edge_index_dict)
+        # Both networks' live passes (NumPy): the same logits as their forward in eval mode.
+        x_dict = {nt: x.numpy() for nt, x in data.x_dict.items()}
+        edges = {et: index.numpy() for et, index in data.edge_index_dict.items()}
+        logits = self.net.live_forward(x_dict, edges)
         return float(self.calibrator(np.array([float(logits[node])]))[0])
 
 

@@ -392,8 +392,18 @@ def test_training_explains_labels_that_cannot_be_split_by_component(tmp_path: Pa
         train_from_graph(runner, ModelRegistry(tmp_path), config, base=fast(epochs=1))
 
 
+def _arrays(
+    x_dict: dict[str, torch.Tensor], edge_index_dict: dict[tuple[str, str, str], torch.Tensor]
+) -> tuple[dict[str, Any], dict[tuple[str, str, str], Any]]:
+    """The NumPy inputs of `live_forward`."""
+    return (
+        {nt: x.numpy() for nt, x in x_dict.items()},
+        {et: index.numpy() for et, index in edge_index_dict.items()},
+    )
+
+
 @pytest.mark.parametrize("kind", ["sage", "camouflage"])
-def test_fast_forward_for_live_scoring_equals_the_forward(kind: str) -> None:
+def test_fast_and_live_passes_equal_the_forward(kind: str) -> None:
     data = planted(seed=5)
     task = NodeTask.of(data, target="Subscriber", **random_split(data["Subscriber"].y))
     model = train(task, fast(epochs=2, model=kind))
@@ -403,6 +413,9 @@ def test_fast_forward_for_live_scoring_equals_the_forward(kind: str) -> None:
         standard, _ = model.net(scaled.x_dict, scaled.edge_index_dict)
         fast_logits = model.net.fast_forward(scaled.x_dict, scaled.edge_index_dict)
     assert torch.allclose(standard, fast_logits, atol=1e-5)
+    live_logits = model.net.live_forward(*_arrays(scaled.x_dict, scaled.edge_index_dict))
+    assert live_logits.dtype == np.float32
+    assert np.allclose(standard.numpy(), live_logits, atol=1e-5)
     assert model.score_subgraph(data, 7) == pytest.approx(
         float(model.calibrator(standard[7:8].numpy().astype(np.float64))[0]), abs=1e-6
     )
@@ -430,6 +443,8 @@ def test_live_scoring_counts_edge_types_absent_from_the_neighbourhood_like_batch
         assert len(present) < len(scaled.edge_index_dict)
         fast_logits = model.net.fast_forward(scaled.x_dict, present)
     assert torch.allclose(standard, fast_logits, atol=1e-5)
+    live_logits = model.net.live_forward(*_arrays(scaled.x_dict, present))
+    assert np.allclose(standard.numpy(), live_logits, atol=1e-5)
     assert model.score_subgraph(no_devices, 7) == pytest.approx(
         float(model.calibrator(standard[7:8].numpy().astype(np.float64))[0]), abs=1e-6
     )
@@ -462,7 +477,7 @@ def test_strongest_neighbour_is_the_best_other_user_of_a_non_hub_identifier() ->
 
 
 @pytest.mark.parametrize("kind", ["sage", "camouflage"])
-def test_fast_forward_follows_weights_changed_after_its_first_use(kind: str) -> None:
+def test_fast_and_live_passes_follow_weights_changed_after_their_first_use(kind: str) -> None:
     # The live pass folds weights once; new weights (a reload, more training) must not be
     # scored with the old fold.
     data = planted(seed=5)
@@ -471,11 +486,16 @@ def test_fast_forward_follows_weights_changed_after_its_first_use(kind: str) -> 
     second = train(task, fast(epochs=3, seed=11, model=kind))
     assert isinstance(first.net, NETS[kind]) and isinstance(second.net, NETS[kind])
     scaled = first.standardizer.apply(data)
+    arrays = _arrays(scaled.x_dict, scaled.edge_index_dict)
     with torch.inference_mode():
         before = first.net.fast_forward(scaled.x_dict, scaled.edge_index_dict)
+        live_before = first.net.live_forward(*arrays)
     first.net.load_state_dict(second.net.state_dict())
     with torch.inference_mode():
         standard, _ = first.net(scaled.x_dict, scaled.edge_index_dict)
         after = first.net.fast_forward(scaled.x_dict, scaled.edge_index_dict)
+        live_after = first.net.live_forward(*arrays)
     assert not torch.allclose(before, standard, atol=1e-3)
     assert torch.allclose(after, standard, atol=1e-5)
+    assert not np.allclose(live_before, standard.numpy(), atol=1e-3)
+    assert np.allclose(live_after, standard.numpy(), atol=1e-5)
