@@ -127,6 +127,20 @@ def _head(layers: list[tuple[Array, Array]], x: Array) -> Array:
     return out
 
 
+def _live_ends(
+    net: HeteroSAGE | CamouflageGNN,
+) -> tuple[dict[str, tuple[Array, Array]], list[tuple[Array, Array]]]:
+    """Either model's input projections and head, for its live pass."""
+    inputs = {nt: _affine(module) for nt, module in net.inputs.items()}
+    return inputs, [_affine(net.head[0]), _affine(net.head[2])]
+
+
+def _live_inputs(
+    inputs: dict[str, tuple[Array, Array]], x_dict: Mapping[str, Array]
+) -> dict[str, Array]:
+    return {nt: _relu(x @ w + b) for nt, x in x_dict.items() for w, b in [inputs[nt]]}
+
+
 @dataclass(frozen=True)
 class _LiveSage:
     inputs: dict[str, tuple[Array, Array]]
@@ -198,14 +212,15 @@ class HeteroSAGE(nn.Module):
             neighbours.append(
                 {et: _array(hetero.convs[et].lin_l.weight).T.copy() for et in self.edge_types}
             )
+        inputs, head = _live_ends(self)
         weights = _LiveSage(
-            inputs={nt: _affine(module) for nt, module in self.inputs.items()},
+            inputs=inputs,
             roots=[
                 {dst: (_array(w).T.copy(), _array(b)) for dst, (w, b) in layer.items()}
                 for layer in roots
             ],
             neighbours=neighbours,
-            head=[_affine(self.head[0]), _affine(self.head[2])],
+            head=head,
         )
         return weights, list(self.parameters())
 
@@ -214,7 +229,7 @@ class HeteroSAGE(nn.Module):
     ) -> Array:
         """`fast_forward` in NumPy (the same logits to float precision), for live scoring."""
         weights = self._live.get()
-        h = {nt: _relu(x @ w + b) for nt, x in x_dict.items() for w, b in [weights.inputs[nt]]}
+        h = _live_inputs(weights.inputs, x_dict)
         for roots, neighbours, needed in zip(
             weights.roots, weights.neighbours, self._needed_types, strict=True
         ):
@@ -500,12 +515,9 @@ class CamouflageGNN(nn.Module):
             assert isinstance(layer, FilteredLayer)
             suspicion.append({nt: _affine(module) for nt, module in layer.suspicion.items()})
             taus.append(layer.tau)
+        inputs, head = _live_ends(self)
         weights = _LiveCamouflage(
-            inputs={nt: _affine(module) for nt, module in self.inputs.items()},
-            folded=folded,
-            suspicion=suspicion,
-            taus=taus,
-            head=[_affine(self.head[0]), _affine(self.head[2])],
+            inputs=inputs, folded=folded, suspicion=suspicion, taus=taus, head=head
         )
         return weights, list(self.parameters())
 
@@ -514,7 +526,7 @@ class CamouflageGNN(nn.Module):
     ) -> Array:
         """`fast_forward` in NumPy (the same logits to float precision), for live scoring."""
         weights = self._live.get()
-        h = {nt: _relu(x @ w + b) for nt, x in x_dict.items() for w, b in [weights.inputs[nt]]}
+        h = _live_inputs(weights.inputs, x_dict)
         kept = [h[self.target]]
         for folded, suspicion, tau, needed in zip(
             weights.folded, weights.suspicion, weights.taus, self._needed_types, strict=True
