@@ -423,8 +423,12 @@ def _ranges(runner: QueryRunner, readers: int, page: int) -> list[tuple[str, str
     count = int(runner.read(_COUNT_SUBSCRIBERS)[0]["subscribers"])
     if readers < 2 or count < 2 * page * readers:
         return [("", None)]
-    ends = [str(runner.read(_NTH_ID, {"skip": count * k // readers - 1})[0]["id"])
-            for k in range(1, readers)]  # fmt: skip
+    ends: list[str] = []
+    for k in range(1, readers):
+        rows = runner.read(_NTH_ID, {"skip": count * k // readers - 1})
+        if not rows:  # subscribers deleted since the count: one range reads them all
+            return [("", None)]
+        ends.append(str(rows[0]["id"]))
     return list(zip(["", *ends], [*ends, None], strict=True))
 
 

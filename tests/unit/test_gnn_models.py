@@ -383,6 +383,22 @@ def test_an_export_in_two_ranges_reads_each_subscriber_once_in_a_fixed_order() -
     assert {params.get("last") for params in pages} == {ids[14], None}
 
 
+def test_an_export_whose_range_end_vanished_reads_one_range() -> None:
+    rows = _rows(30, fraud=3, legit=3, shared=False)
+    graph = _graph_of(rows)
+    respond = graph.responder
+
+    def shrunk(query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        # Subscribers deleted between the count and the range end: no id at that position.
+        return [] if "SKIP $skip" in query else respond(query, params)
+
+    graph.responder = shrunk
+    exported = export_graph(graph, page=5, readers=2)
+    assert exported.subscriber_ids == sorted(row["id"] for row in rows)
+    pages = [params for q, params in graph.reads if "WHERE s.id > $after" in q]
+    assert len(pages) == 7 and all(params.get("last") is None for params in pages)
+
+
 def test_training_explains_labels_that_cannot_be_split_by_component(tmp_path: Path) -> None:
     runner = _graph_of(_rows(40, fraud=12, legit=12, shared=True))  # one component
     config = ModelsConfig(dir=tmp_path, min_labels_per_class=5)
