@@ -385,24 +385,34 @@ class GraphBuilder:
         hubs = np.asarray(self._identifier_hub[label], dtype=np.float64)
         return np.column_stack([_log1p(users), hubs]).astype(np.float32).reshape(-1, 2)
 
+    def arrays(self) -> tuple[dict[str, np.ndarray], dict[tuple[str, str, str], np.ndarray]]:
+        """The features per node type (float32) and the edge index per edge type, reverse
+        types included (as `ToUndirected` names them), as NumPy arrays: what `build` puts in
+        a `HeteroData`, and what live scoring feeds the model directly."""
+        x_dict = {SUBSCRIBER: self.subscriber_features()}
+        for label in IDENTIFIER_LABELS:
+            x_dict[label] = self.identifier_features(label)
+        edge_index_dict: dict[tuple[str, str, str], np.ndarray] = {}
+        for src, rel, dst in edge_types():
+            sources, targets = self.edges[rel]
+            edge_index = np.asarray([sources, targets], dtype=np.int64).reshape(2, -1)
+            edge_index_dict[(src, rel, dst)] = edge_index  # (2, 0) when there are none
+            edge_index_dict[(dst, f"rev_{rel}", src)] = edge_index[::-1].copy()
+        return x_dict, edge_index_dict
+
     def build(self) -> HeteroData:
         import torch
         from torch_geometric.data import HeteroData
 
+        x_dict, edge_index_dict = self.arrays()
         data = HeteroData()
-        data[SUBSCRIBER].x = torch.from_numpy(self.subscriber_features())
+        for node_type, x in x_dict.items():
+            data[node_type].x = torch.from_numpy(x)
         data[SUBSCRIBER].y = torch.from_numpy(np.asarray(self.y, dtype=np.int64))
         for label in IDENTIFIER_LABELS:
-            x = torch.from_numpy(self.identifier_features(label))
-            data[label].x = x
-            data[label].hub = x[:, 1] > 0.5
-        for src, rel, dst in edge_types():
-            sources, targets = self.edges[rel]
-            edge_index = torch.from_numpy(np.asarray([sources, targets], dtype=np.int64))
-            edge_index = edge_index.reshape(2, -1)  # (2, 0) when there are none
-            data[src, rel, dst].edge_index = edge_index
-            # The reverse type, as `ToUndirected` names it (built here: cheaper per live score).
-            data[dst, f"rev_{rel}", src].edge_index = edge_index.flip(0)
+            data[label].hub = data[label].x[:, 1] > 0.5
+        for edge_type, edge_index in edge_index_dict.items():
+            data[edge_type].edge_index = torch.from_numpy(edge_index)
         return data
 
 

@@ -114,7 +114,7 @@ def _score(model: LoadedModel, target: Mapping[str, Any], found: list[dict[str, 
             value = 1.0 if fraud else float(user.get("gnn_risk") or 0.0)
             if not identifier["hub"] and (best is None or value > best[3]):
                 best = (str(user["id"]), identifier["rel"], str(identifier["id"]), value, fraud)
-    risk = model.scorer.score_subgraph(builder.build(), 0)
+    risk = model.scorer.score_arrays(*builder.arrays(), 0)
     return LiveScore(risk, gnn_reason(model.manifest, risk, best), model.manifest.version)
 
 

@@ -26,7 +26,7 @@ from sklearn.decomposition import PCA
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from ringwatch.models.data import Standardizer
+from ringwatch.models.data import Standardizer, hetero_from_arrays
 from ringwatch.models.exceptions import ModelError
 
 
@@ -84,6 +84,15 @@ class AnomalyModel:
         import torch
 
         return float(self.probabilities(subgraph, torch.tensor([node]))[0])
+
+    def score_arrays(
+        self,
+        x_dict: dict[str, np.ndarray],
+        edge_index_dict: dict[tuple[str, str, str], np.ndarray],
+        node: int,
+    ) -> float:
+        """`score_subgraph` for a neighbourhood given as NumPy arrays."""
+        return self.score_subgraph(hetero_from_arrays(x_dict, edge_index_dict), node)
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "standardizer": self.standardizer.to_dict(),

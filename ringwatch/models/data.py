@@ -183,6 +183,9 @@ class Standardizer:
     _tensors: dict[str, tuple[Tensor, Tensor]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _arrays: dict[str, tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def fit(cls, data: HeteroData) -> Standardizer:
@@ -207,9 +210,43 @@ class Standardizer:
             out[node_type].x = (data[node_type].x.to(torch.float32) - mean) / std
         return out
 
+    def apply_arrays(self, x_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`apply` for features as NumPy arrays (live scoring), float32 like `apply`'s."""
+        out: dict[str, np.ndarray] = {}
+        for node_type, x in x_dict.items():
+            if node_type not in self._arrays:
+                self._arrays[node_type] = (
+                    np.asarray(self.mean[node_type], dtype=np.float32),
+                    np.asarray(self.std[node_type], dtype=np.float32),
+                )
+            mean, std = self._arrays[node_type]
+            out[node_type] = (x.astype(np.float32, copy=False) - mean) / std
+        return out
+
     def to_dict(self) -> dict[str, dict[str, list[float]]]:
         return {"mean": self.mean, "std": self.std}
 
     @classmethod
     def from_dict(cls, raw: dict[str, dict[str, list[float]]]) -> Standardizer:
         return cls(dict(raw["mean"]), dict(raw["std"]))
+
+
+def hetero_arrays(
+    data: HeteroData,
+) -> tuple[dict[str, np.ndarray], dict[tuple[str, str, str], np.ndarray]]:
+    """A graph's features and edge indices as NumPy arrays (views, no copies)."""
+    x_dict = {node_type: x.numpy() for node_type, x in data.x_dict.items()}
+    edges = {edge_type: index.numpy() for edge_type, index in data.edge_index_dict.items()}
+    return x_dict, edges
+
+
+def hetero_from_arrays(
+    x_dict: dict[str, np.ndarray], edge_index_dict: dict[tuple[str, str, str], np.ndarray]
+) -> HeteroData:
+    """The `HeteroData` of features and edge indices given as NumPy arrays."""
+    data = HeteroData()
+    for node_type, x in x_dict.items():
+        data[node_type].x = torch.from_numpy(np.array(x))  # a copy: any strides
+    for edge_type, index in edge_index_dict.items():
+        data[edge_type].edge_index = torch.from_numpy(np.array(index))
+    return data

@@ -79,6 +79,13 @@ class Scorer(Protocol):
 
     def score_subgraph(self, subgraph: HeteroData, node: int) -> float: ...
 
+    def score_arrays(
+        self,
+        x_dict: dict[str, np.ndarray],
+        edge_index_dict: dict[tuple[str, str, str], np.ndarray],
+        node: int,
+    ) -> float: ...
+
 
 @dataclass
 class LoadedModel:

@@ -17,11 +17,11 @@ from torch_geometric.data import Data, HeteroData
 from torch_geometric.transforms import ToUndirected
 
 from ringwatch.config import ModelsConfig
-from ringwatch.graph.gnn_export import export_graph
+from ringwatch.graph.gnn_export import GraphBuilder, export_graph
 from ringwatch.graph.gnn_run import strongest_neighbours, train_from_graph
 from ringwatch.models.anomaly import fit_anomaly
 from ringwatch.models.calibration import TIE_BREAK, fit_calibrator
-from ringwatch.models.data import NodeTask, connected_groups, group_split
+from ringwatch.models.data import NodeTask, connected_groups, group_split, hetero_arrays
 from ringwatch.models.exceptions import ModelError
 from ringwatch.models.nets import CamouflageGNN, HeteroSAGE
 from ringwatch.models.registry import ModelRegistry
@@ -251,6 +251,8 @@ def test_anomaly_fallback_ranks_planted_outliers_first_and_stays_below_block() -
     assert set(np.argsort(-scores)[:3].tolist()) == set(outliers)
     assert float(scores.min()) == 0.0 and float(scores.max()) <= model.cap
     assert float(np.median(scores)) == 0.0
+    arrays = hetero_arrays(data)
+    assert model.score_arrays(*arrays, 77) == pytest.approx(float(scores[77]))
 
 
 # --- registry -----------------------------------------------------------------------------------
@@ -397,6 +399,28 @@ def test_an_export_whose_range_end_vanished_reads_one_range() -> None:
     assert exported.subscriber_ids == sorted(row["id"] for row in rows)
     pages = [params for q, params in graph.reads if "WHERE s.id > $after" in q]
     assert len(pages) == 7 and all(params.get("last") is None for params in pages)
+
+
+def test_the_builders_arrays_are_what_its_hetero_data_holds() -> None:
+    rows = [
+        {"id": "s0", "label": "fraud", "created_ms": 0, "embedding": [0.5] * 32,
+         "links": [["HAS_EMAIL", "e", 2, False], ["USES_IP", "hub", 900, True]]},
+        {"id": "s1", "created_ms": 0, "links": [["HAS_EMAIL", "e", 2, False],
+                                               ["USES_DEVICE", "d", 1, False]]},
+    ]  # fmt: skip
+    builder = GraphBuilder(86_400_000)
+    for row in rows:
+        builder.add_subscriber(row)
+    x_dict, edge_index_dict = builder.arrays()
+    data = builder.build()
+    assert set(x_dict) == set(data.node_types)
+    for node_type, x in x_dict.items():
+        assert x.dtype == np.float32 and np.array_equal(x, data[node_type].x.numpy())
+    assert set(edge_index_dict) == set(data.edge_types) and len(edge_index_dict) == 12
+    for edge_type, edge_index in edge_index_dict.items():
+        assert np.array_equal(edge_index, data[edge_type].edge_index.numpy())
+    assert edge_index_dict["Subscriber", "HAS_EMAIL", "Email"].tolist() == [[0, 1], [0, 0]]
+    assert edge_index_dict["Email", "rev_HAS_EMAIL", "Subscriber"].tolist() == [[0, 0], [0, 1]]
 
 
 def test_training_explains_labels_that_cannot_be_split_by_component(tmp_path: Path) -> None:
