@@ -79,20 +79,18 @@ class AnomalyModel:
         rank = np.interp(errors, self.quantiles, levels)
         return np.asarray(np.clip((rank - self.start) / (1.0 - self.start), 0.0, 1.0) * self.cap)
 
-    def score_subgraph(self, subgraph: HeteroData, node: int) -> float:
-        """The score of one node of a sampled neighbourhood (live scoring)."""
-        import torch
-
-        return float(self.probabilities(subgraph, torch.tensor([node]))[0])
-
     def score_arrays(
         self,
         x_dict: dict[str, np.ndarray],
         edge_index_dict: dict[tuple[str, str, str], np.ndarray],
         node: int,
     ) -> float:
-        """`score_subgraph` for a neighbourhood given as NumPy arrays."""
-        return self.score_subgraph(hetero_from_arrays(x_dict, edge_index_dict), node)
+        """The score of one node of a sampled neighbourhood given as NumPy arrays (live
+        scoring)."""
+        import torch
+
+        subgraph = hetero_from_arrays(x_dict, edge_index_dict)
+        return float(self.probabilities(subgraph, torch.tensor([node]))[0])
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "standardizer": self.standardizer.to_dict(),

@@ -231,15 +231,6 @@ class Standardizer:
         return cls(dict(raw["mean"]), dict(raw["std"]))
 
 
-def hetero_arrays(
-    data: HeteroData,
-) -> tuple[dict[str, np.ndarray], dict[tuple[str, str, str], np.ndarray]]:
-    """A graph's features and edge indices as NumPy arrays (views, no copies)."""
-    x_dict = {node_type: x.numpy() for node_type, x in data.x_dict.items()}
-    edges = {edge_type: index.numpy() for edge_type, index in data.edge_index_dict.items()}
-    return x_dict, edges
-
-
 def hetero_from_arrays(
     x_dict: dict[str, np.ndarray], edge_index_dict: dict[tuple[str, str, str], np.ndarray]
 ) -> HeteroData:

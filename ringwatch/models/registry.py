@@ -77,8 +77,6 @@ class Scorer(Protocol):
 
     def probabilities(self, data: HeteroData, nodes: Tensor) -> np.ndarray: ...
 
-    def score_subgraph(self, subgraph: HeteroData, node: int) -> float: ...
-
     def score_arrays(
         self,
         x_dict: dict[str, np.ndarray],

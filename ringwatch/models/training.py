@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.nn import functional
 
 from ringwatch.models.calibration import Calibrator, Method, fit_calibrator
-from ringwatch.models.data import NodeTask, Standardizer, hetero_arrays
+from ringwatch.models.data import NodeTask, Standardizer
 from ringwatch.models.exceptions import ModelError
 from ringwatch.models.nets import CamouflageGNN, HeteroSAGE, ModelKind, build_model
 from ringwatch.models.sampling import neighbor_loader
@@ -101,20 +101,16 @@ class TrainedModel:
                                 batch_size=SCORING_BATCH)  # fmt: skip
         return self.calibrator(logits)
 
-    def score_subgraph(self, subgraph: Any, node: int) -> float:
-        """Calibrated probability of one node of an already sampled neighbourhood (live
-        scoring): one forward pass over the whole subgraph, no further sampling."""
-        return self.score_arrays(*hetero_arrays(subgraph), node)
-
     def score_arrays(
         self,
         x_dict: dict[str, np.ndarray],
         edge_index_dict: dict[tuple[str, str, str], np.ndarray],
         node: int,
     ) -> float:
-        """`score_subgraph` for a neighbourhood given as NumPy arrays (`GraphBuilder.arrays`):
-        live scoring builds no `HeteroData` and runs no PyTorch operation. Both networks'
-        live passes give the same logits as their forward in eval mode."""
+        """Calibrated probability of one node of an already sampled neighbourhood given as
+        NumPy arrays (`GraphBuilder.arrays`; live scoring): one pass over the whole subgraph,
+        no further sampling, no `HeteroData` and no PyTorch operation. Both networks' live
+        passes give the same logits as their forward in eval mode."""
         logits = self.net.live_forward(self.standardizer.apply_arrays(x_dict), edge_index_dict)
         return float(self.calibrator(np.array([float(logits[node])]))[0])
 

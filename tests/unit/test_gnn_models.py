@@ -21,7 +21,7 @@ from ringwatch.graph.gnn_export import GraphBuilder, export_graph
 from ringwatch.graph.gnn_run import strongest_neighbours, train_from_graph
 from ringwatch.models.anomaly import fit_anomaly
 from ringwatch.models.calibration import TIE_BREAK, fit_calibrator
-from ringwatch.models.data import NodeTask, connected_groups, group_split, hetero_arrays
+from ringwatch.models.data import NodeTask, connected_groups, group_split
 from ringwatch.models.exceptions import ModelError
 from ringwatch.models.nets import CamouflageGNN, HeteroSAGE
 from ringwatch.models.registry import ModelRegistry
@@ -251,7 +251,7 @@ def test_anomaly_fallback_ranks_planted_outliers_first_and_stays_below_block() -
     assert set(np.argsort(-scores)[:3].tolist()) == set(outliers)
     assert float(scores.min()) == 0.0 and float(scores.max()) <= model.cap
     assert float(np.median(scores)) == 0.0
-    arrays = hetero_arrays(data)
+    arrays = _arrays(data.x_dict, data.edge_index_dict)
     assert model.score_arrays(*arrays, 77) == pytest.approx(float(scores[77]))
 
 
@@ -456,7 +456,7 @@ def test_fast_and_live_passes_equal_the_forward(kind: str) -> None:
     live_logits = model.net.live_forward(*_arrays(scaled.x_dict, scaled.edge_index_dict))
     assert live_logits.dtype == np.float32
     assert np.allclose(standard.numpy(), live_logits, atol=1e-5)
-    assert model.score_subgraph(data, 7) == pytest.approx(
+    assert model.score_arrays(*_arrays(data.x_dict, data.edge_index_dict), 7) == pytest.approx(
         float(model.calibrator(standard[7:8].numpy().astype(np.float64))[0]), abs=1e-6
     )
 
@@ -485,7 +485,8 @@ def test_live_scoring_counts_edge_types_absent_from_the_neighbourhood_like_batch
     assert torch.allclose(standard, fast_logits, atol=1e-5)
     live_logits = model.net.live_forward(*_arrays(scaled.x_dict, present))
     assert np.allclose(standard.numpy(), live_logits, atol=1e-5)
-    assert model.score_subgraph(no_devices, 7) == pytest.approx(
+    raw = _arrays(no_devices.x_dict, no_devices.edge_index_dict)
+    assert model.score_arrays(*raw, 7) == pytest.approx(
         float(model.calibrator(standard[7:8].numpy().astype(np.float64))[0]), abs=1e-6
     )
 
