@@ -231,8 +231,10 @@ def train_gnn(
     """One of ringwatch's GNNs through its own training code, on the training folds' truth."""
     import torch
 
+    from ringwatch.graph.gnn_export import HUB_FEATURE
+    from ringwatch.models.config import TrainConfig
     from ringwatch.models.data import NodeTask
-    from ringwatch.models.training import TrainConfig, predict_logits, train
+    from ringwatch.models.training import train_model
 
     started = time.perf_counter()
     known = rotation.train | rotation.val
@@ -245,16 +247,14 @@ def train_gnn(
         val=torch.from_numpy(rotation.val),
         test=torch.from_numpy(rotation.test),
     )
-    update: dict[str, Any] = {"model": kind}
+    update: dict[str, Any] = {"model": kind, "hub_feature": HUB_FEATURE}
     if epochs is not None:
         update["epochs"] = epochs
     config = TrainConfig(seed=seed).model_copy(update=update)
-    model = train(task, config)
-    scaled = model.standardizer.apply(task.data)
+    model = train_model(task, config)
 
     def logits(mask: np.ndarray) -> np.ndarray:
-        nodes = torch.from_numpy(np.flatnonzero(mask))
-        return predict_logits(model.net, scaled, target, nodes, model.config)
+        return model.logits(task.data, torch.from_numpy(np.flatnonzero(mask)))
 
     detail = {
         "best_epoch": model.best_epoch,

@@ -1009,8 +1009,8 @@ def train(
     unless --promote and it beats the promoted model)."""
     from ringwatch.graph.db import Neo4jRunner, create_driver
     from ringwatch.graph.gnn_run import MODEL_KINDS, new_labels, train_from_graph
+    from ringwatch.models.config import TrainConfig
     from ringwatch.models.exceptions import ModelError
-    from ringwatch.models.training import TrainConfig
 
     with _edge():
         settings = _settings()

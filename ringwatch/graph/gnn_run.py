@@ -3,8 +3,9 @@
 `train_from_graph` exports the identity graph (`gnn_export`), splits the labelled subscribers
 into train / validation / test by connected component over non-hub identifiers (a ring's
 members are all on one side, so test rings share no member with training rings), trains each
-candidate model, stores the best on validation PR-AUC in the registry (with the others' metrics
-beside it) and promotes nothing: promotion is a separate, gated step. With fewer labelled
+candidate model (`MODEL_KINDS`: the two GNNs and the boosted graph model), stores the best on
+validation PR-AUC in the registry (with the others' metrics beside it) and promotes nothing:
+promotion is a separate, gated step. With fewer labelled
 subscribers of either class than `ModelsConfig.min_labels_per_class` it stores the unsupervised
 anomaly fallback instead.
 
@@ -32,6 +33,7 @@ import numpy as np
 from ringwatch.config import ModelsConfig, ScoringConfig
 from ringwatch.graph.db import QueryRunner
 from ringwatch.graph.gnn_export import (
+    HUB_FEATURE,
     KIND_OF_RELATIONSHIP,
     SUBSCRIBER,
     ExportedGraph,
@@ -47,14 +49,14 @@ from ringwatch.scoring.graph import IDENTIFIER_NAMES, masked
 from ringwatch.scoring.reasons import Reason
 
 if TYPE_CHECKING:
-    from ringwatch.models.training import TrainConfig
+    from ringwatch.models.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 WRITE_BATCH = 5_000
 # Score batches written at once: one statement runs on one core of the server.
 WRITERS = 2
-MODEL_KINDS: tuple[str, ...] = ("sage", "camouflage")
+MODEL_KINDS: tuple[str, ...] = ("sage", "camouflage", "boosted")
 
 _WRITE_SCORES: LiteralString = """
 UNWIND $rows AS row
@@ -95,8 +97,9 @@ def train_from_graph(
 ) -> TrainReport:
     """Export, split, train each kind, store the best; see the module docstring."""
     from ringwatch.models.anomaly import fit_anomaly
+    from ringwatch.models.config import TrainConfig
     from ringwatch.models.data import NodeTask, connected_groups, group_split
-    from ringwatch.models.training import TrainConfig, train
+    from ringwatch.models.training import train_model
 
     started = time.perf_counter()
     exported = export_graph(runner)
@@ -125,11 +128,12 @@ def train_from_graph(
                 f"{largest}), too few to hold whole rings out; label more subscribers"
             )
     task = NodeTask(data, SUBSCRIBER, split)
-    base = base or TrainConfig(seed=seed)
+    # The boosted model's aggregates skip hubs, flagged in the export's identifier features.
+    base = (base or TrainConfig(seed=seed)).model_copy(update={"hub_feature": HUB_FEATURE})
     trained = []
     candidates: list[dict[str, Any]] = []
     for kind in kinds:
-        model = train(task, base.model_copy(update={"model": kind}))
+        model = train_model(task, base.model_copy(update={"model": kind}))
         trained.append(model)
         candidates.append(
             {

@@ -5,13 +5,15 @@ Layout under the models directory (`RINGWATCH_MODELS__DIR`, default ``~/.ringwat
     v0001/manifest.json     version, kind, config, data snapshot summary, metrics, features
     v0001/model.json        feature scaling and calibration (or the anomaly model), plain numbers
     v0001/weights.pt        the network's state dict (GNNs only; loaded with weights_only)
+    v0001/trees.npz         the boosted model's trees as plain arrays (no pickle)
     v0001/seen_labels.txt.gz  subscribers whose labels training or validation used
     PROMOTED                the promoted version (replaced atomically)
     promotions.jsonl        every promotion: version, previous, forced, when
 
 A version directory is created whole under a temporary name and renamed into place, so a reader
 never sees half an artefact. This module imports no PyTorch until a model is saved or loaded:
-the API reads `promoted_version` on its request path.
+the API reads `promoted_version` on its request path, and a boosted model loads and scores
+without PyTorch at all.
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ if TYPE_CHECKING:
     from torch_geometric.data import HeteroData
 
     from ringwatch.models.anomaly import AnomalyModel
+    from ringwatch.models.boosted import BoostedModel
     from ringwatch.models.training import TrainedModel
 
 PROMOTED = "PROMOTED"
+TREES = "trees.npz"  # the boosted model's trees (`TreeEnsemble`)
 _VERSION = re.compile(r"^v(\d{4,})$")
 
 
@@ -147,7 +151,7 @@ class ModelRegistry:
 
     def save(
         self,
-        model: TrainedModel | AnomalyModel,
+        model: TrainedModel | BoostedModel | AnomalyModel,
         *,
         data: dict[str, Any],
         feature_names: dict[str, list[str]],
@@ -158,6 +162,7 @@ class ModelRegistry:
     ) -> Manifest:
         """Store `model` as the next version."""
         from ringwatch.models.anomaly import AnomalyModel
+        from ringwatch.models.boosted import BoostedModel
 
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
@@ -171,6 +176,11 @@ class ModelRegistry:
                 history: list[dict[str, float]] = []
                 best_epoch = 0
                 scores = metrics or {}
+            elif isinstance(model, BoostedModel):
+                kind, config, payload = "boosted", model.config.model_dump(), model.payload()
+                model.trees.save(staging / TREES)
+                history, best_epoch = model.history, model.best_epoch
+                scores = {name: m.to_dict() for name, m in model.metrics.items()}
             else:
                 import torch
 
@@ -270,15 +280,26 @@ class ModelRegistry:
             from ringwatch.models.anomaly import AnomalyModel
 
             return LoadedModel(manifest, AnomalyModel.from_dict(payload["anomaly"]))
+        if manifest.kind == "boosted":  # NumPy only: no PyTorch import
+            from ringwatch.models.boosted import BoostedModel, TreeEnsemble
+            from ringwatch.models.config import TrainConfig
+
+            trees = TreeEnsemble.load(self._dir(version) / TREES)
+            config = TrainConfig.model_validate(manifest.config)
+            boosted = BoostedModel.from_payload(config, manifest.target, payload, trees)
+            boosted.best_epoch = manifest.best_epoch
+            return LoadedModel(manifest, boosted)
         import torch
 
         from ringwatch.models.calibration import Calibrator
+        from ringwatch.models.config import TrainConfig
         from ringwatch.models.data import Standardizer
         from ringwatch.models.nets import build_model
-        from ringwatch.models.training import TrainConfig, TrainedModel
+        from ringwatch.models.training import TrainedModel
 
         config = TrainConfig.model_validate(manifest.config)
         metadata = (manifest.node_types, [(a, b, c) for a, b, c in manifest.edge_types])
+        assert config.model != "boosted"  # loaded above
         net = build_model(
             config.model, metadata, manifest.in_dims, manifest.target,
             hidden=config.hidden, layers=config.layers, dropout=config.dropout,

@@ -5,7 +5,9 @@ seeds' sampled neighbourhood is in memory at once, so the graph size is bounded 
 tensors, not by activations), a class-weighted loss (fraud is rare: positives weigh
 ``negatives / positives``), early stopping on validation PR-AUC (the best epoch's weights are
 kept), and Platt or isotonic calibration on the validation outputs. `evaluate` reports PR-AUC,
-ROC-AUC, Brier score and precision at the top of the ranking on any mask.
+ROC-AUC, Brier score and precision at the top of the ranking on any mask. `train_model` trains
+whichever kind a config names, the GNNs here and the graph model with a boosted head in
+`ringwatch.models.boosted` (selected and calibrated on validation the same way).
 """
 
 from __future__ import annotations
@@ -16,20 +18,23 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from torch import Tensor
 from torch.nn import functional
 
-from ringwatch.models.calibration import Calibrator, Method, fit_calibrator
+from ringwatch.models.calibration import Calibrator, fit_calibrator
+from ringwatch.models.config import TrainConfig
 from ringwatch.models.data import NodeTask, Standardizer
 from ringwatch.models.exceptions import ModelError
-from ringwatch.models.nets import CamouflageGNN, HeteroSAGE, ModelKind, build_model
+from ringwatch.models.nets import CamouflageGNN, HeteroSAGE, build_model
 from ringwatch.models.sampling import neighbor_loader
+
+if TYPE_CHECKING:
+    from ringwatch.models.boosted import BoostedModel
 
 log = logging.getLogger(__name__)
 
@@ -38,32 +43,6 @@ Net = HeteroSAGE | CamouflageGNN
 # sampling and of each layer's call (a million subscribers: 49 s with 1,024, 35 s with 4,096;
 # 16,384 another 10 % less than 4,096).
 SCORING_BATCH = 16_384
-
-
-class TrainConfig(BaseModel):
-    """Hyper-parameters of one training run (stored with the model)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model: ModelKind = "sage"
-    hidden: int = Field(default=64, ge=4)
-    layers: int = Field(default=2, ge=1, le=4)
-    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
-    fanout: list[int] = Field(default=[15, 10], description="Neighbours sampled per hop.")
-    batch_size: int = Field(default=512, ge=1)
-    epochs: int = Field(default=60, ge=1)
-    patience: int = Field(default=8, ge=1, description="Epochs without a better validation PR-AUC.")
-    lr: float = Field(default=0.005, gt=0)
-    weight_decay: float = Field(default=1e-4, ge=0)
-    aux_weight: float = Field(default=0.5, ge=0, description="Suspicion loss (camouflage model).")
-    calibration: Method = "auto"
-    seed: int = 0
-    threads: int = Field(
-        default=1,
-        ge=1,
-        description="PyTorch intra-op threads. Batches are small: more threads mostly wait on "
-        "each other, badly so on a busy machine (a scatter took 75x longer with 2 than 1).",
-    )
 
 
 @dataclass
@@ -94,12 +73,15 @@ class TrainedModel:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
 
+    def logits(self, task_data: Any, nodes: Tensor) -> np.ndarray:
+        """Uncalibrated logits of `nodes` (target type) of a raw graph."""
+        data = self.standardizer.apply(task_data)
+        return predict_logits(self.net, data, self.target, nodes, self.config,
+                              batch_size=SCORING_BATCH)  # fmt: skip
+
     def probabilities(self, task_data: Any, nodes: Tensor) -> np.ndarray:
         """Calibrated fraud probabilities of `nodes` (target type) of a raw graph."""
-        data = self.standardizer.apply(task_data)
-        logits = predict_logits(self.net, data, self.target, nodes, self.config,
-                                batch_size=SCORING_BATCH)  # fmt: skip
-        return self.calibrator(logits)
+        return self.calibrator(self.logits(task_data, nodes))
 
     def score_arrays(
         self,
@@ -173,7 +155,8 @@ def predict_logits(
     return out
 
 
-def _check(task: NodeTask) -> tuple[Tensor, Tensor]:
+def check_splits(task: NodeTask) -> tuple[Tensor, Tensor]:
+    """The labelled training and validation nodes; both splits need both classes."""
     train_nodes = task.labelled(task.split.train)
     val_nodes = task.labelled(task.split.val)
     for name, nodes in (("training", train_nodes), ("validation", val_nodes)):
@@ -183,9 +166,21 @@ def _check(task: NodeTask) -> tuple[Tensor, Tensor]:
     return train_nodes, val_nodes
 
 
+def train_model(task: NodeTask, config: TrainConfig) -> TrainedModel | BoostedModel:
+    """The model `config.model` names, trained on `task`: `train` for the GNNs,
+    `ringwatch.models.boosted.train_boosted` for the boosted model."""
+    if config.model == "boosted":
+        from ringwatch.models.boosted import train_boosted
+
+        return train_boosted(task, config)
+    return train(task, config)
+
+
 def train(task: NodeTask, config: TrainConfig | None = None) -> TrainedModel:
-    """Train one model on `task`; see the module docstring."""
+    """Train one GNN on `task`; see the module docstring."""
     config = config or TrainConfig()
+    if config.model == "boosted":
+        raise ModelError("the boosted model is not a GNN: use train_model or train_boosted")
     with torch_threads(config.threads):
         return _train(task, config)
 
@@ -196,11 +191,12 @@ def _train(task: NodeTask, config: TrainConfig) -> TrainedModel:
             update={"fanout": (config.fanout * config.layers)[: config.layers]}
         )
     torch.manual_seed(config.seed)
-    train_nodes, val_nodes = _check(task)
+    train_nodes, val_nodes = check_splits(task)
     standardizer = Standardizer.fit(task.data)
     data = standardizer.apply(task.data)
     target = task.target
     in_dims = {nt: int(data[nt].x.size(1)) for nt in data.node_types}
+    assert config.model != "boosted"  # refused by `train`
     net = build_model(
         config.model, data.metadata(), in_dims, target,
         hidden=config.hidden, layers=config.layers, dropout=config.dropout,
@@ -257,7 +253,7 @@ def _train(task: NodeTask, config: TrainConfig) -> TrainedModel:
     return model
 
 
-def evaluate(model: TrainedModel, task: NodeTask) -> dict[str, Metrics]:
+def evaluate(model: TrainedModel | BoostedModel, task: NodeTask) -> dict[str, Metrics]:
     """Metrics of the calibrated scores on the train, validation and test splits."""
     out = {}
     for name, mask in (("train", task.split.train), ("val", task.split.val),

@@ -6,7 +6,7 @@ from typing import Any
 
 from ringwatch.graph.db import Neo4jRunner
 from ringwatch.graph.writer import GraphWriter
-from ringwatch.models.training import TrainConfig
+from ringwatch.models.config import TrainConfig
 from tests.factories import identity, label, prepared
 
 QUICK = TrainConfig(epochs=4, hidden=8, batch_size=8, fanout=[10, 5], lr=0.01)

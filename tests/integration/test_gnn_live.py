@@ -41,7 +41,11 @@ def gnn_client(api: Api, settings: Settings, models_config: ModelsConfig) -> Ite
         yield client
 
 
+# HeteroSAGE stands for the GNNs (both score live through the same NumPy pass); the boosted
+# graph model scores from the same neighbourhood through its own aggregates.
+@pytest.mark.parametrize("kind", ["sage", "boosted"])
 def test_a_new_subscriber_gets_a_gnn_score_without_a_retrain(
+    kind: str,
     api: Api,
     labelled_graph: Neo4jRunner,
     models_config: ModelsConfig,
@@ -54,7 +58,9 @@ def test_a_new_subscriber_gets_a_gnn_score_without_a_retrain(
     assert set(before.json()["components"]) == {"graph"}  # nothing promoted: no GNN
 
     registry = ModelRegistry(models_config.dir)
-    version = train_from_graph(labelled_graph, registry, models_config, base=QUICK).manifest.version
+    trained = train_from_graph(labelled_graph, registry, models_config, kinds=[kind], base=QUICK)
+    assert trained.manifest.kind == kind
+    version = trained.manifest.version
     registry.promote(version)
 
     # A prospect: never in the graph, scored from the subscribers it would share identifiers with.

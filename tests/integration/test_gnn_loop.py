@@ -80,11 +80,14 @@ def test_promotion_gate_refuses_a_model_that_is_no_better(
     assert forced.forced and registry.promoted_version() == fallback.manifest.version
 
 
+@pytest.mark.parametrize("kind", ["sage", "boosted"])
 def test_batch_inference_writes_scores_the_api_returns(
-    api: Api, labelled_graph: Neo4jRunner, models_config: ModelsConfig
+    kind: str, api: Api, labelled_graph: Neo4jRunner, models_config: ModelsConfig
 ) -> None:
     registry = ModelRegistry(models_config.dir)
-    version = train_from_graph(labelled_graph, registry, models_config, base=QUICK).manifest.version
+    trained = train_from_graph(labelled_graph, registry, models_config, kinds=[kind], base=QUICK)
+    assert trained.manifest.kind == kind
+    version = trained.manifest.version
     registry.promote(version)
     report = score_subscribers(labelled_graph, registry)
     assert report.version == version and report.subscribers == RINGS * 3 + 12 + 2

@@ -21,12 +21,13 @@ from ringwatch.graph.gnn_export import GraphBuilder, export_graph
 from ringwatch.graph.gnn_run import strongest_neighbours, train_from_graph
 from ringwatch.models.anomaly import fit_anomaly
 from ringwatch.models.calibration import TIE_BREAK, fit_calibrator
+from ringwatch.models.config import TrainConfig
 from ringwatch.models.data import NodeTask, connected_groups, group_split
 from ringwatch.models.exceptions import ModelError
 from ringwatch.models.nets import CamouflageGNN, HeteroSAGE
 from ringwatch.models.registry import ModelRegistry
 from ringwatch.models.sampling import neighbor_loader
-from ringwatch.models.training import TrainConfig, train
+from ringwatch.models.training import train
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.unit.fakes import RecordingRunner
 
