@@ -86,6 +86,7 @@ SUBSCRIBER_FEATURES: tuple[str, ...] = (
 )
 IDENTIFIER_FEATURES: tuple[str, ...] = ("subscribers", "hub")
 HUB_FEATURE = IDENTIFIER_FEATURES.index("hub")  # the column models read to skip hubs
+USERS_FEATURE = IDENTIFIER_FEATURES.index("subscribers")  # and to count neighbours
 _INDEX = {name: i for i, name in enumerate(SUBSCRIBER_FEATURES)}
 _USAGE_COLUMN = {f"usage.{c.value}": _INDEX[f"usage.{c.value}"] for c in Component}
 _KIND_NUMBER = {IDENTIFIER_SCHEMA[kind].relationship: n for n, kind in enumerate(KINDS)}

@@ -36,6 +36,7 @@ from ringwatch.graph.gnn_export import (
     HUB_FEATURE,
     KIND_OF_RELATIONSHIP,
     SUBSCRIBER,
+    USERS_FEATURE,
     ExportedGraph,
     edge_types,
     export_graph,
@@ -128,8 +129,10 @@ def train_from_graph(
                 f"{largest}), too few to hold whole rings out; label more subscribers"
             )
     task = NodeTask(data, SUBSCRIBER, split)
-    # The boosted model's aggregates skip hubs, flagged in the export's identifier features.
-    base = (base or TrainConfig(seed=seed)).model_copy(update={"hub_feature": HUB_FEATURE})
+    # The boosted model's aggregates skip hubs and count neighbours from the export's
+    # identifier features.
+    where = {"hub_feature": HUB_FEATURE, "users_feature": USERS_FEATURE}
+    base = (base or TrainConfig(seed=seed)).model_copy(update=where)
     trained = []
     candidates: list[dict[str, Any]] = []
     for kind in kinds:

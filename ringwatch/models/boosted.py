@@ -10,8 +10,12 @@ scikit-learn's `HistGradientBoostingClassifier` on top.
 `NeighbourAggregates` describes each target node by
 
 - its own features;
-- per edge type out of the target type, log1p of the number of other target nodes it reaches
-  through that type (for a subscriber: how many others share one of its devices, addresses...);
+- per edge type out of the target type, log1p of the links from the nodes it reaches through that
+  type to other target nodes (for a subscriber: how many others use its devices, addresses...,
+  counted once per identifier). With ``users_feature``, the column of the other types' features
+  holding log1p of their target-node users (as ringwatch's export gives), the count comes from
+  there, so a neighbourhood read with a bounded number of users per identifier (live scoring)
+  counts as the whole graph does;
 - the mean and the maximum of those neighbours' own features, over all edge types together
   (what the subscribers sharing my identifiers look like; 0 without any).
 
@@ -71,6 +75,7 @@ class NeighbourAggregates:
 
     target: str
     hub_feature: int | None = None
+    users_feature: int | None = None
 
     def via(self, edge_types: Any) -> list[EdgeType]:
         """The edge types out of the target type to other node types, in a fixed order."""
@@ -92,6 +97,7 @@ class NeighbourAggregates:
         incidences = [self._incidence(x_dict, edge_index_dict, et, n)
                       for et in self.via(edge_index_dict)]  # fmt: skip
         transposed = [incidence.T.tocsr() for incidence in incidences]
+        users = [self._other_users(x_dict, et) for et in self.via(edge_index_dict)]
         own = x.shape[1]
         out = np.zeros((rows.size, self.width(own, edge_index_dict)), dtype=np.float64)
         out[:, :own] = x[rows]
@@ -99,9 +105,12 @@ class NeighbourAggregates:
             chunk = rows[start : start + _AGGREGATE_CHUNK]
             block = out[start : start + chunk.size]
             union: csr_matrix | None = None
-            for column, (incidence, back) in enumerate(zip(incidences, transposed, strict=True)):
+            for column, (incidence, back, others) in enumerate(
+                zip(incidences, transposed, users, strict=True)
+            ):
                 reached = _others(incidence[chunk] @ back, chunk)
-                block[:, own + column] = np.log1p(np.diff(reached.indptr))
+                links = np.diff(reached.indptr) if others is None else incidence[chunk] @ others
+                block[:, own + column] = np.log1p(links)
                 union = reached if union is None else union + reached
             if union is None:
                 continue
@@ -138,6 +147,17 @@ class NeighbourAggregates:
         )
         incidence.data[:] = 1.0  # a link stored twice is one link
         return incidence
+
+    def _other_users(self, x_dict: dict[str, np.ndarray], edge_type: EdgeType) -> np.ndarray | None:
+        """Per node of the other type, its target-node users but one (the node asking), from
+        ``users_feature``; None without it."""
+        if self.users_feature is None:
+            return None
+        other = x_dict[edge_type[2]]
+        if other.shape[1] <= self.users_feature:
+            return None
+        users = np.rint(np.expm1(other[:, self.users_feature].astype(np.float64)))
+        return np.maximum(users - 1.0, 0.0)
 
 
 def _others(reached: Any, chunk: np.ndarray) -> csr_matrix:
@@ -262,6 +282,7 @@ class BoostedModel:
         return {
             "calibrator": self.calibrator.to_dict(),
             "hub_feature": self.aggregates.hub_feature,
+            "users_feature": self.aggregates.users_feature,
         }
 
     @classmethod
@@ -271,7 +292,9 @@ class BoostedModel:
         return cls(
             config=config,
             target=target,
-            aggregates=NeighbourAggregates(target, payload["hub_feature"]),
+            aggregates=NeighbourAggregates(
+                target, payload["hub_feature"], payload.get("users_feature")
+            ),
             trees=trees,
             calibrator=Calibrator.from_dict(payload["calibrator"]),
         )
@@ -289,7 +312,7 @@ def train_boosted(task: NodeTask, config: TrainConfig) -> BoostedModel:
     from ringwatch.models.training import check_splits, evaluate
 
     train_nodes, val_nodes = (nodes.numpy() for nodes in check_splits(task))
-    aggregates = NeighbourAggregates(task.target, config.hub_feature)
+    aggregates = NeighbourAggregates(task.target, config.hub_feature, config.users_feature)
     started = time.perf_counter()
     features = aggregates.features(*_arrays(task.data))
     log.info("boosted: neighbour aggregates of %d nodes in %.1f s", features.shape[0],

@@ -39,6 +39,12 @@ class TrainConfig(BaseModel):
         description="Boosted model: the column of the other node types' "
         "features that flags hubs, which its neighbour aggregates do not pass through.",
     )
+    users_feature: int | None = Field(
+        default=None,
+        ge=0,
+        description="Boosted model: the column of the other node types' features holding "
+        "log1p of their users of the target type (neighbour counts, exact in live scoring).",
+    )
     seed: int = 0
     threads: int = Field(
         default=1,

@@ -80,6 +80,23 @@ def test_neighbour_aggregates_worked_by_hand() -> None:
     np.testing.assert_allclose(through_hub[0, 4:], [1.5, 15, 3, 30], rtol=1e-6)
 
 
+def test_neighbour_counts_come_from_the_identifiers_user_counts_when_given() -> None:
+    """A live neighbourhood holds a bounded sample of each identifier's users; the counts must
+    be those of the whole graph."""
+    x_dict, edge_index_dict = small_graph()
+    aggregates = NeighbourAggregates(S, hub_feature=1, users_feature=0)
+    full = aggregates.features(x_dict, edge_index_dict)
+    np.testing.assert_allclose(
+        full, NeighbourAggregates(S, hub_feature=1).features(x_dict, edge_index_dict), rtol=1e-6
+    )
+    x_dict[DEVICE][0, 0] = np.log1p(20)  # device 0 has 20 users, three of them read
+    sampled = aggregates.features(x_dict, edge_index_dict, np.array([0, 2]))
+    # 0: 19 others on device 0; 2: 19 on device 0 and 1 on device 1. The rest is unchanged.
+    np.testing.assert_allclose(sampled[:, 2], np.log1p([19, 20]), rtol=1e-6)
+    np.testing.assert_allclose(np.delete(sampled, 2, axis=1), np.delete(full[[0, 2]], 2, axis=1),
+                               rtol=1e-6)  # fmt: skip
+
+
 def test_the_tree_arrays_give_scikit_learns_log_odds_and_survive_a_round_trip(
     tmp_path: Path,
 ) -> None:
