@@ -989,7 +989,9 @@ def _metric(value: object) -> str:
 def train(
     kinds: Annotated[
         list[str] | None,
-        typer.Option("--model", help="Model kinds to train: sage, camouflage (default both)."),
+        typer.Option(
+            "--model", help="Model kinds to train: sage, camouflage, boosted (default all three)."
+        ),
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, max=1000, help="At most this many epochs.")] = 60,
     seed: Annotated[int, typer.Option(help="Seed of the split, sampling and weights.")] = 0,
@@ -1005,7 +1007,7 @@ def train(
         bool, typer.Option(help="Promote the new model if it passes the promotion gate.")
     ] = False,
 ) -> None:
-    """Train the GNNs on the live graph and store the best on validation PR-AUC (not promoted
+    """Train the models on the live graph and store the best on validation PR-AUC (not promoted
     unless --promote and it beats the promoted model)."""
     from ringwatch.graph.db import Neo4jRunner, create_driver
     from ringwatch.graph.gnn_run import MODEL_KINDS, new_labels, train_from_graph
@@ -1047,13 +1049,13 @@ def train(
         )
         if report.candidates:
             table = Table(title="candidates (split by connected component)")
-            for column in ("model", "epochs", "val PR-AUC", "test PR-AUC", "test ROC-AUC"):
+            for column in ("model", "kept", "val PR-AUC", "test PR-AUC", "test ROC-AUC"):
                 table.add_column(column)
             for candidate in report.candidates:
                 metrics = candidate["metrics"]
                 table.add_row(
                     candidate["kind"],
-                    f"{candidate['best_epoch']}/{candidate['epochs']}",
+                    candidate["fit"],
                     _metric(metrics["val"]["pr_auc"]),
                     _metric(metrics["test"]["pr_auc"]),
                     _metric(metrics["test"]["roc_auc"]),

@@ -136,14 +136,21 @@ def train_from_graph(
     trained = []
     candidates: list[dict[str, Any]] = []
     for kind in kinds:
+        began = time.perf_counter()
         model = train_model(task, base.model_copy(update={"model": kind}))
         trained.append(model)
+        kept = model.history[model.best_epoch - 1] if model.history else {}
         candidates.append(
             {
                 "kind": kind,
                 "best_epoch": model.best_epoch,
                 "epochs": len(model.history),
+                # What was kept: the best epoch of those run, or the trees and leaves chosen.
+                "fit": f"{int(kept['trees'])} trees of {int(kept['leaves'])} leaves"
+                if "trees" in kept
+                else f"epoch {model.best_epoch} of {len(model.history)}",
                 "seconds": round(sum(h["seconds"] for h in model.history), 2),
+                "wall_seconds": round(time.perf_counter() - began, 2),
                 "metrics": {k: m.to_dict() for k, m in model.metrics.items()},
             }
         )

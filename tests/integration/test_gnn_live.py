@@ -60,6 +60,8 @@ def test_a_new_subscriber_gets_a_gnn_score_without_a_retrain(
     registry = ModelRegistry(models_config.dir)
     trained = train_from_graph(labelled_graph, registry, models_config, kinds=[kind], base=QUICK)
     assert trained.manifest.kind == kind
+    kept = trained.candidates[0]["fit"]  # what `ringwatch train` prints
+    assert kept.startswith("epoch ") if kind == "sage" else " trees of " in kept
     version = trained.manifest.version
     registry.promote(version)
 
