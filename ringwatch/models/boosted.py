@@ -127,6 +127,39 @@ class NeighbourAggregates:
                 )
         return out
 
+    def row(
+        self,
+        x_dict: dict[str, np.ndarray],
+        edge_index_dict: dict[EdgeType, np.ndarray],
+        node: int,
+    ) -> np.ndarray:
+        """`features` of one node, computed from its edges alone (live scoring: no matrices
+        of the whole neighbourhood to build)."""
+        x = np.asarray(x_dict[self.target], dtype=np.float64)
+        own = x.shape[1]
+        via = self.via(edge_index_dict)
+        out = np.zeros(self.width(own, edge_index_dict), dtype=np.float64)
+        out[:own] = x[node]
+        reached: list[np.ndarray] = []
+        for column, edge_type in enumerate(via):
+            edge_index = np.asarray(edge_index_dict[edge_type]).reshape(2, -1)
+            other = x_dict[edge_type[2]]
+            mine = np.unique(edge_index[1, edge_index[0] == node])
+            if self.hub_feature is not None and other.shape[1] > self.hub_feature:
+                mine = mine[other[mine, self.hub_feature] <= 0.5]
+            users = edge_index[0, np.isin(edge_index[1], mine)]
+            users = np.unique(users[users != node])
+            counted = self._other_users(x_dict, edge_type)
+            links = users.size if counted is None else float(counted[mine].sum())
+            out[own + column] = np.log1p(links)
+            reached.append(users)
+        neighbours = np.unique(np.concatenate(reached)) if reached else np.empty(0, np.int64)
+        if neighbours.size:
+            first = own + len(via)
+            out[first : first + own] = x[neighbours].mean(axis=0)
+            out[first + own :] = x[neighbours].max(axis=0)
+        return out
+
     def _incidence(
         self,
         x_dict: dict[str, np.ndarray],
@@ -274,7 +307,7 @@ class BoostedModel:
     ) -> float:
         """Calibrated probability of one node of a sampled neighbourhood given as NumPy arrays
         (live scoring)."""
-        features = self.aggregates.features(x_dict, edge_index_dict, np.array([node]))
+        features = self.aggregates.row(x_dict, edge_index_dict, node)[None, :]
         return float(self.calibrator(self.trees.decision(features))[0])
 
     def payload(self) -> dict[str, Any]:

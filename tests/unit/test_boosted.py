@@ -75,6 +75,9 @@ def test_neighbour_aggregates_worked_by_hand() -> None:
         x_dict, edge_index_dict, np.array([3, 0])
     )
     np.testing.assert_allclose(chosen, expected[[3, 0]], rtol=1e-6)
+    for node in range(5):  # one node from its own edges (live scoring) gives the same row
+        row = NeighbourAggregates(S, hub_feature=1).row(x_dict, edge_index_dict, node)
+        np.testing.assert_allclose(row, expected[node], rtol=1e-6)
     through_hub = NeighbourAggregates(S).features(x_dict, edge_index_dict, np.array([4]))
     np.testing.assert_allclose(through_hub[0, 2:4], [0, np.log1p(4)], rtol=1e-6)
     np.testing.assert_allclose(through_hub[0, 4:], [1.5, 15, 3, 30], rtol=1e-6)
@@ -95,6 +98,9 @@ def test_neighbour_counts_come_from_the_identifiers_user_counts_when_given() -> 
     np.testing.assert_allclose(sampled[:, 2], np.log1p([19, 20]), rtol=1e-6)
     np.testing.assert_allclose(np.delete(sampled, 2, axis=1), np.delete(full[[0, 2]], 2, axis=1),
                                rtol=1e-6)  # fmt: skip
+    for position, node in enumerate((0, 2)):
+        row = aggregates.row(x_dict, edge_index_dict, node)
+        np.testing.assert_allclose(row, sampled[position], rtol=1e-6)
 
 
 def test_the_tree_arrays_give_scikit_learns_log_odds_and_survive_a_round_trip(
@@ -138,6 +144,10 @@ def test_the_boosted_model_learns_a_planted_ring_signal() -> None:
     edges = {et: task.data[et].edge_index.numpy() for et in task.data.edge_types}
     for node in (0, 130, 160):
         assert model.score_arrays(x_dict, edges, node) == pytest.approx(probabilities[node])
+    # Every node's row from its own edges is its row of the whole-graph computation.
+    every = model.aggregates.features(x_dict, edges)
+    rows = np.stack([model.aggregates.row(x_dict, edges, node) for node in range(len(every))])
+    np.testing.assert_allclose(rows, every, rtol=1e-9, atol=1e-12)
 
 
 def test_train_refuses_the_boosted_kind() -> None:
