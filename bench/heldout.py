@@ -9,17 +9,18 @@ validates on fold ``k + 1`` and trains on the rest: 60 / 20 / 20 with five folds
 five rotations every subscriber is scored exactly once by models that never saw its group's
 labels.
 
-Two learners are trained per rotation on the ground truth of the training folds:
+Learners trained per rotation on the ground truth of the training folds:
 
-- a **tabular model** on the same subscriber feature matrix the GNN gets (`gnn_export`'s
-  ``SUBSCRIBER_FEATURES``), scikit-learn's `HistGradientBoostingClassifier` with balanced class
-  weights; the number of trees and leaves is chosen on validation PR-AUC;
-- **the GNNs** through ringwatch's own training (`ringwatch.models.training.train`: neighbour
-  sampling, class-weighted loss, early stopping on validation PR-AUC), each kind of
-  `gnn_run.MODEL_KINDS`; the one with the better validation PR-AUC is what `ringwatch train`
-  would keep.
+- a **tabular model** on the same subscriber feature matrix the graph models get (`gnn_export`'s
+  ``SUBSCRIBER_FEATURES``): the boosted graph model's trees (scikit-learn's
+  `HistGradientBoostingClassifier`, balanced class weights) without its neighbour aggregates;
+  the number of trees and leaves is chosen on validation PR-AUC;
+- **the graph models** through ringwatch's own training (`training.train_model`), each kind of
+  `gnn_run.MODEL_KINDS`: the GNNs (neighbour sampling, class-weighted loss, early stopping on
+  validation PR-AUC) and the boosted graph model (`ringwatch.models.boosted`); the one with the
+  best validation PR-AUC is what `ringwatch train` would keep.
 
-Both are calibrated on the validation fold with ringwatch's `fit_calibrator` (isotonic with 100
+All are calibrated on the validation fold with ringwatch's `fit_calibrator` (isotonic with 100
 or more of each class, Platt otherwise), so their scores read as probabilities. The test fold's
 labels are set to -1 before training: nothing of it but its features and links is seen.
 """
@@ -33,10 +34,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
+from ringwatch.models.boosted import LEAVES, tree_classifier
 from ringwatch.models.calibration import Calibrator, fit_calibrator
 
 if TYPE_CHECKING:
@@ -44,9 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TABULAR_LEAVES = (15, 31)
+# The boosted graph model's trees, on the subscriber features alone: (d) and that model differ
+# only in the neighbour aggregates.
 TABULAR_MAX_TREES = 300
-TABULAR_LEARNING_RATE = 0.05
 
 
 # ------------------------------------------------------------------------------------ folds
@@ -189,8 +190,8 @@ def _train_tabular(
     x_train, y_train = x[rotation.train], truth[rotation.train]
     x_val, y_val = x[rotation.val], truth[rotation.val]
     best: tuple[float, int, int] = (-1.0, 0, 0)
-    for leaves in TABULAR_LEAVES:
-        model = _tabular(leaves, TABULAR_MAX_TREES, seed).fit(x_train, y_train)
+    for leaves in LEAVES:
+        model = tree_classifier(leaves, TABULAR_MAX_TREES, seed).fit(x_train, y_train)
         for trees, logits in enumerate(model.staged_decision_function(x_val), start=1):
             score = _pr_auc(y_val, logits)
             if score > best[0]:
@@ -198,24 +199,13 @@ def _train_tabular(
     _, leaves, trees = best
     # Without subsampling or early stopping the fit is deterministic: refitting with the chosen
     # number of trees gives exactly the staged model.
-    model = _tabular(leaves, trees, seed).fit(x_train, y_train)
+    model = tree_classifier(leaves, trees, seed).fit(x_train, y_train)
     val_raw = np.asarray(model.decision_function(x_val), dtype=np.float64)
     raw = np.asarray(model.decision_function(x[rotation.test]), dtype=np.float64)
     detail = {"max_leaf_nodes": leaves, "trees": trees}
     held = HeldOutScores.of(raw, val_raw, y_val, fit_calibrator(val_raw, y_val), detail)
     held.detail["seconds"] = time.perf_counter() - started
     return held
-
-
-def _tabular(leaves: int, trees: int, seed: int) -> HistGradientBoostingClassifier:
-    return HistGradientBoostingClassifier(
-        learning_rate=TABULAR_LEARNING_RATE,
-        max_iter=trees,
-        max_leaf_nodes=leaves,
-        class_weight="balanced",
-        early_stopping=False,
-        random_state=seed,
-    )
 
 
 def train_gnn(

@@ -358,7 +358,7 @@ def train_boosted(task: NodeTask, config: TrainConfig) -> BoostedModel:
     with threadpool_limits(limits=config.threads):
         for number, leaves in enumerate(LEAVES, start=1):
             began = time.perf_counter()
-            fitted = _classifier(leaves, config.trees, config.seed).fit(x_train, y_train)
+            fitted = tree_classifier(leaves, config.trees, config.seed).fit(x_train, y_train)
             scores = [float(average_precision_score(y_val, logits))
                       for logits in fitted.staged_decision_function(x_val)]  # fmt: skip
             trees = int(np.argmax(scores)) + 1
@@ -372,7 +372,7 @@ def train_boosted(task: NodeTask, config: TrainConfig) -> BoostedModel:
         _, leaves, trees = best
         # Without subsampling or early stopping the fit is deterministic: refitting with the
         # chosen number of trees gives exactly the staged model.
-        fitted = _classifier(leaves, trees, config.seed).fit(x_train, y_train)
+        fitted = tree_classifier(leaves, trees, config.seed).fit(x_train, y_train)
     ensemble = TreeEnsemble.of(fitted)
     calibrator = fit_calibrator(ensemble.decision(x_val), y_val, config.calibration)
     best_epoch = 1 + LEAVES.index(leaves)
@@ -382,7 +382,9 @@ def train_boosted(task: NodeTask, config: TrainConfig) -> BoostedModel:
     return model
 
 
-def _classifier(leaves: int, trees: int, seed: int) -> HistGradientBoostingClassifier:
+def tree_classifier(leaves: int, trees: int, seed: int) -> HistGradientBoostingClassifier:
+    """The trees' settings: balanced classes, no subsampling or early stopping of their own
+    (deterministic for a seed)."""
     return HistGradientBoostingClassifier(
         learning_rate=LEARNING_RATE,
         max_iter=trees,
