@@ -222,13 +222,16 @@ class TreeEnsemble:
     value: np.ndarray
 
     @classmethod
-    def of(cls, model: HistGradientBoostingClassifier) -> TreeEnsemble:
-        trees = [predictors[0].nodes for predictors in model._predictors]
-        if any(bool(nodes["is_categorical"].any()) for nodes in trees):
+    def of(cls, model: HistGradientBoostingClassifier, trees: int | None = None) -> TreeEnsemble:
+        """The first `trees` trees of `model` (default: all): what its staged decision
+        function reads at that iteration. Reads scikit-learn's fitted predictors, which are
+        private: the unit tests compare the result with `decision_function`."""
+        nodes_of = [predictors[0].nodes for predictors in model._predictors[:trees]]
+        if any(bool(nodes["is_categorical"].any()) for nodes in nodes_of):
             raise ModelError("categorical splits are not supported")
-        offsets = np.cumsum([0, *(len(nodes) for nodes in trees)])[:-1]
-        nodes = np.concatenate(trees)
-        shift = np.repeat(offsets, [len(t) for t in trees])
+        offsets = np.cumsum([0, *(len(nodes) for nodes in nodes_of)])[:-1]
+        nodes = np.concatenate(nodes_of)
+        shift = np.repeat(offsets, [len(t) for t in nodes_of])
         leaf = nodes["is_leaf"].astype(bool)
         return cls(
             baseline=float(np.ravel(model._baseline_prediction)[0]),
@@ -354,13 +357,15 @@ def train_boosted(task: NodeTask, config: TrainConfig) -> BoostedModel:
     x_train, y_train = features[train_nodes], y[train_nodes]
     x_val, y_val = features[val_nodes], y[val_nodes]
     history: list[dict[str, float]] = []
+    fitted: dict[int, HistGradientBoostingClassifier] = {}
     best: tuple[float, int, int] = (-1.0, LEAVES[0], 1)
     with threadpool_limits(limits=config.threads):
         for number, leaves in enumerate(LEAVES, start=1):
             began = time.perf_counter()
-            fitted = tree_classifier(leaves, config.trees, config.seed).fit(x_train, y_train)
+            model = tree_classifier(leaves, config.trees, config.seed).fit(x_train, y_train)
+            fitted[leaves] = model
             scores = [float(average_precision_score(y_val, logits))
-                      for logits in fitted.staged_decision_function(x_val)]  # fmt: skip
+                      for logits in model.staged_decision_function(x_val)]  # fmt: skip
             trees = int(np.argmax(scores)) + 1
             history.append({"epoch": number, "leaves": leaves, "trees": trees,
                             "val_pr_auc": scores[trees - 1],
@@ -369,17 +374,15 @@ def train_boosted(task: NodeTask, config: TrainConfig) -> BoostedModel:
                      scores[trees - 1])  # fmt: skip
             if scores[trees - 1] > best[0]:
                 best = (scores[trees - 1], leaves, trees)
-        _, leaves, trees = best
-        # Without subsampling or early stopping the fit is deterministic: refitting with the
-        # chosen number of trees gives exactly the staged model.
-        fitted = tree_classifier(leaves, trees, config.seed).fit(x_train, y_train)
-    ensemble = TreeEnsemble.of(fitted)
+    _, leaves, trees = best
+    # Boosting adds one tree per iteration: the first `trees` trees are the staged model.
+    ensemble = TreeEnsemble.of(fitted[leaves], trees)
     calibrator = fit_calibrator(ensemble.decision(x_val), y_val, config.calibration)
     best_epoch = 1 + LEAVES.index(leaves)
-    model = BoostedModel(config, task.target, aggregates, ensemble, calibrator, {}, history,
-                         best_epoch)  # fmt: skip
-    model.metrics = evaluate(model, task)
-    return model
+    boosted = BoostedModel(config, task.target, aggregates, ensemble, calibrator, {}, history,
+                           best_epoch)  # fmt: skip
+    boosted.metrics = evaluate(boosted, task)
+    return boosted
 
 
 def tree_classifier(leaves: int, trees: int, seed: int) -> HistGradientBoostingClassifier:

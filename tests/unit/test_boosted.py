@@ -117,6 +117,9 @@ def test_the_tree_arrays_give_scikit_learns_log_odds_and_survive_a_round_trip(
     probe[rng.random(probe.shape) < 0.05] = np.nan
     np.testing.assert_allclose(ensemble.decision(probe), model.decision_function(probe),
                                rtol=0, atol=1e-9)  # fmt: skip
+    # The first trees alone are the model at that stage.
+    staged = list(model.staged_decision_function(probe))
+    np.testing.assert_allclose(TreeEnsemble.of(model, 12).decision(probe), staged[11], atol=1e-9)
     ensemble.save(tmp_path / "trees.npz")
     loaded = TreeEnsemble.load(tmp_path / "trees.npz")
     np.testing.assert_array_equal(loaded.decision(probe), ensemble.decision(probe))
