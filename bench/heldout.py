@@ -221,7 +221,7 @@ def train_gnn(
     """One of ringwatch's GNNs through its own training code, on the training folds' truth."""
     import torch
 
-    from ringwatch.graph.gnn_export import HUB_FEATURE, USERS_FEATURE
+    from ringwatch.graph.gnn_export import IDENTIFIER_COLUMNS
     from ringwatch.models.config import TrainConfig
     from ringwatch.models.data import NodeTask
     from ringwatch.models.training import train_model
@@ -237,11 +237,7 @@ def train_gnn(
         val=torch.from_numpy(rotation.val),
         test=torch.from_numpy(rotation.test),
     )
-    update: dict[str, Any] = {
-        "model": kind,
-        "hub_feature": HUB_FEATURE,
-        "users_feature": USERS_FEATURE,
-    }
+    update: dict[str, Any] = {"model": kind, **IDENTIFIER_COLUMNS}
     if epochs is not None:
         update["epochs"] = epochs
     config = TrainConfig(seed=seed).model_copy(update=update)

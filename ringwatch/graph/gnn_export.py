@@ -85,8 +85,12 @@ SUBSCRIBER_FEATURES: tuple[str, ...] = (
     *(f"fastrp.{i}" for i in range(EMBEDDING_DIMENSION)),
 )
 IDENTIFIER_FEATURES: tuple[str, ...] = ("subscribers", "hub")
-HUB_FEATURE = IDENTIFIER_FEATURES.index("hub")  # the column models read to skip hubs
-USERS_FEATURE = IDENTIFIER_FEATURES.index("subscribers")  # and to count neighbours
+# Where a model's config finds the identifier columns it reads: hub flags (to skip hubs) and
+# user counts (to count neighbours); `TrainConfig.hub_feature` and `users_feature`.
+IDENTIFIER_COLUMNS = {
+    "hub_feature": IDENTIFIER_FEATURES.index("hub"),
+    "users_feature": IDENTIFIER_FEATURES.index("subscribers"),
+}
 _INDEX = {name: i for i, name in enumerate(SUBSCRIBER_FEATURES)}
 _USAGE_COLUMN = {f"usage.{c.value}": _INDEX[f"usage.{c.value}"] for c in Component}
 _KIND_NUMBER = {IDENTIFIER_SCHEMA[kind].relationship: n for n, kind in enumerate(KINDS)}

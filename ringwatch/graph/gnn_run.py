@@ -33,10 +33,9 @@ import numpy as np
 from ringwatch.config import ModelsConfig, ScoringConfig
 from ringwatch.graph.db import QueryRunner
 from ringwatch.graph.gnn_export import (
-    HUB_FEATURE,
+    IDENTIFIER_COLUMNS,
     KIND_OF_RELATIONSHIP,
     SUBSCRIBER,
-    USERS_FEATURE,
     ExportedGraph,
     edge_types,
     export_graph,
@@ -131,8 +130,7 @@ def train_from_graph(
     task = NodeTask(data, SUBSCRIBER, split)
     # The boosted model's aggregates skip hubs and count neighbours from the export's
     # identifier features.
-    where = {"hub_feature": HUB_FEATURE, "users_feature": USERS_FEATURE}
-    base = (base or TrainConfig(seed=seed)).model_copy(update=where)
+    base = (base or TrainConfig(seed=seed)).model_copy(update=IDENTIFIER_COLUMNS)
     trained = []
     candidates: list[dict[str, Any]] = []
     for kind in kinds:

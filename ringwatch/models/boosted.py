@@ -381,7 +381,10 @@ def train_boosted(task: NodeTask, config: TrainConfig) -> BoostedModel:
     best_epoch = 1 + LEAVES.index(leaves)
     boosted = BoostedModel(config, task.target, aggregates, ensemble, calibrator, {}, history,
                            best_epoch)  # fmt: skip
-    boosted.metrics = evaluate(boosted, task)
+    # From the aggregates already at hand, not aggregated again per split.
+    boosted.metrics = evaluate(
+        task, lambda nodes: calibrator(ensemble.decision(features[nodes.numpy()]))
+    )
     return boosted
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -249,16 +249,18 @@ def _train(task: NodeTask, config: TrainConfig) -> TrainedModel:
         predict_logits(net, data, target, val_nodes, config), val_labels, config.calibration
     )
     model = TrainedModel(net, config, target, standardizer, calibrator, {}, history, best_epoch)
-    model.metrics = evaluate(model, task)
+    model.metrics = evaluate(task, lambda nodes: model.probabilities(task.data, nodes))
     return model
 
 
-def evaluate(model: TrainedModel | BoostedModel, task: NodeTask) -> dict[str, Metrics]:
-    """Metrics of the calibrated scores on the train, validation and test splits."""
+def evaluate(
+    task: NodeTask, probabilities_of: Callable[[Tensor], np.ndarray]
+) -> dict[str, Metrics]:
+    """Metrics of the calibrated scores `probabilities_of` gives a split's labelled nodes, on
+    the train, validation and test splits."""
     out = {}
     for name, mask in (("train", task.split.train), ("val", task.split.val),
                        ("test", task.split.test)):  # fmt: skip
         nodes = task.labelled(mask)
-        probabilities = model.probabilities(task.data, nodes)
-        out[name] = metrics_of(probabilities, task.y[nodes].numpy())
+        out[name] = metrics_of(probabilities_of(nodes), task.y[nodes].numpy())
     return out

@@ -23,7 +23,7 @@ from ringwatch.models.config import TrainConfig
 from ringwatch.models.data import NodeTask
 from ringwatch.models.exceptions import ModelError
 from ringwatch.models.registry import ModelRegistry
-from ringwatch.models.training import train, train_model
+from ringwatch.models.training import metrics_of, train, train_model
 from tests.unit.test_gnn_models import planted, random_split
 
 S, DEVICE, IP = "Subscriber", "Device", "IP"
@@ -142,6 +142,10 @@ def test_the_boosted_model_learns_a_planted_ring_signal() -> None:
     nodes = torch.arange(task.data[S].num_nodes)
     probabilities = model.probabilities(task.data, nodes)
     assert float(probabilities.min()) >= 0.0 and float(probabilities.max()) <= 1.0
+    # The stored metrics (computed from training's aggregates) are those of `probabilities`.
+    tested = task.labelled(task.split.test)
+    again = metrics_of(model.probabilities(task.data, tested), task.y[tested].numpy())
+    assert again.pr_auc == pytest.approx(test.pr_auc) and again.brier == pytest.approx(test.brier)
     # Live scoring of one node of a neighbourhood given as arrays: here the whole graph.
     x_dict = {nt: task.data[nt].x.numpy() for nt in task.data.node_types}
     edges = {et: task.data[et].edge_index.numpy() for et in task.data.edge_types}
