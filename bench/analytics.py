@@ -44,6 +44,7 @@ Run: .venv/bin/python -m bench.analytics [--sizes 10000,100000,1000000] [--runs 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
@@ -79,7 +80,7 @@ from ringwatch.graph.analytics import (
     identifier_weights,
     link_pattern,
 )
-from ringwatch.graph.db import Neo4jRunner, Record, Tx, create_driver
+from ringwatch.graph.db import Neo4jRunner, QueryRunner, Record, Tx, create_driver
 from ringwatch.graph.rings import LiveRingTracker, RingEvent, reconcile_rings
 from ringwatch.graph.writer import IDENTIFIER_SCHEMA, GraphWriter
 from ringwatch.ingest.backfill import backfill
@@ -261,6 +262,20 @@ class TimedTracker(LiveRingTracker):
             self.last_s = time.perf_counter() - began
 
 
+_ROUND_TRIP: LiteralString = "RETURN 1 AS one"
+
+
+class RoundTripProbe(TimedTracker):
+    """In the tracker's place, one trivial statement, timed as the tracker is: the least any
+    tracker that asks the server anything inside the ingest transaction can cost there."""
+
+    def update(self, tx: Tx, subscriber_ids: Iterable[str], now: datetime) -> list[RingEvent]:
+        began = time.perf_counter()
+        tx.run(_ROUND_TRIP)
+        self.last_s = time.perf_counter() - began
+        return []
+
+
 def _statement_names(tracker: LiveRingTracker) -> dict[str, str]:
     names = {
         value: name
@@ -277,6 +292,7 @@ def _statement_names(tracker: LiveRingTracker) -> dict[str, str]:
             creates=creates, leaves=leaves, joins=joins, updates=updates
         )
         names[statement] = f"live apply ({', '.join(parts) or 'lineage only'})"
+    names[_ROUND_TRIP] = "one round trip (RETURN 1), in the tracker's place"
     names[tracker.settle_query] = "live settle (lock, neighbours, join or new ring)"
     names[tracker.query] = "_LIVE_NEIGHBOURS (with the lock)"
     names[tracker.walk_query] = "_LIVE_NEIGHBOURS (walk further)"
@@ -382,18 +398,69 @@ def _latencies(by_kind: Mapping[str, list[float]]) -> dict[str, Any]:
 WARM_UP = 20
 """Events per writer run first and not counted (query planning, cold caches)."""
 
+WARM_UP_ROUNDS = 0
+"""Times every planned event is written and rolled back before the timed loop (see below)."""
+
+
+class _RollBackError(Exception):
+    """Raised at the end of a warm-up transaction, so the server rolls it back."""
+
+
+class RollingBackRunner:
+    """Runs each write transaction in full, then rolls it back. Warm-up through it leaves no
+    trace in the graph, so it can repeat over the same identifiers as often as the server's JIT
+    needs: the benchmark's targets (identifiers a new subscriber can share once) are few."""
+
+    def __init__(self, inner: Neo4jRunner) -> None:
+        self.inner = inner
+
+    def read(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
+        return self.inner.read(query, params)
+
+    def write(self, query: LiteralString, params: Mapping[str, Any] | None = None) -> list[Record]:
+        raise NotImplementedError("warm-up writes only in transactions, which are rolled back")
+
+    def write_transaction(self, work: Callable[[Tx], T]) -> T:
+        results: list[T] = []
+
+        def run_then_roll_back(tx: Tx) -> T:
+            results.append(work(tx))
+            raise _RollBackError
+
+        with contextlib.suppress(_RollBackError):
+            self.inner.write_transaction(run_then_roll_back)
+        return results[-1]
+
 
 def live_ring_latency(
-    runner: Neo4jRunner, config: ScoringConfig, events: int, warm_up: int = WARM_UP
+    runner: Neo4jRunner,
+    config: ScoringConfig,
+    events: int,
+    warm_up: int = WARM_UP,
+    warm_up_rounds: int = WARM_UP_ROUNDS,
 ) -> dict[str, Any]:
     """p50/p99 of one identity event per transaction, with and without the live tracker, after
-    `warm_up` events per writer that are not counted."""
+    `warm_up_rounds` passes over every planned event in transactions that are rolled back, then
+    `warm_up` events per writer that are committed and not counted."""
     started = time.perf_counter()
     reconciled = reconcile_rings(runner, min_ring_size=config.min_ring_size)
     reconcile_s = time.perf_counter() - started
     shares = {"join": 0.5, "form": 0.25, "pair": 0.25}
-    # Both writers take their share of each kind, on disjoint identifiers.
-    wanted = {kind: 2 * max(1, round((events + warm_up) * share)) for kind, share in shares.items()}
+    # Three writers, interleaved: with the tracker, without it, and with one trivial statement
+    # in its place (the round trip's own cost, a floor for the tracker's).
+    tracker = TimedTracker(link_pattern(config), min_ring_size=config.min_ring_size)
+    probe = RoundTripProbe(link_pattern(config), min_ring_size=config.min_ring_size)
+    trackers: dict[str, TimedTracker | None] = {
+        "tracker": tracker,
+        "plain": None,
+        "round trip": probe,
+    }
+    modes = list(trackers)
+    # Every writer takes its share of each kind, on disjoint identifiers.
+    wanted = {
+        kind: len(modes) * max(1, round((events + warm_up) * share))
+        for kind, share in shares.items()
+    }
     targets = _targets(runner, config, max(wanted.values()))
     plan: list[Target] = []
     for kind, count in wanted.items():
@@ -402,43 +469,60 @@ def live_ring_latency(
             console.print(f"[yellow]only {len(found)} targets of kind {kind} (wanted {count})")
         plan.extend(found)
     random.Random(7).shuffle(plan)  # a fixed order
-    tracker = TimedTracker(link_pattern(config), min_ring_size=config.min_ring_size)
     names = _statement_names(tracker)
-    timed = {mode: TimedRunner(runner, names) for mode in ("tracker", "plain")}
-    writers = {
-        "tracker": GraphWriter(
-            timed["tracker"],
+    timed = {mode: TimedRunner(runner, names) for mode in modes}
+
+    def writer(runner_of_mode: QueryRunner, mode: str) -> GraphWriter:
+        return GraphWriter(
+            runner_of_mode,
             hub_cap=config.hub_cap,
-            ring_tracker=tracker,
+            ring_tracker=trackers[mode],
             ring_link_types=frozenset(identifier_weights(config)),
-        ),
-        "plain": GraphWriter(timed["plain"], hub_cap=config.hub_cap),
-    }
+        )
+
+    writers = {mode: writer(timed[mode], mode) for mode in modes}
     run = f"{random.SystemRandom().randrange(10_000):04d}"
+    # The server's JIT compiles the statements' hot paths after thousands of runs, far more
+    # events than a store has targets for; rolled back, the same events can be written again.
+    rolling_back = RollingBackRunner(runner)
+    warm_writers = {mode: writer(rolling_back, mode) for mode in modes}
+    warm_up_began = time.perf_counter()
+    for warm_round in range(warm_up_rounds):
+        for number, target in enumerate(plan):
+            mode = modes[number % len(modes)]
+            warm_writers[mode].write([_event(f"{run}w{warm_round}", number, mode, target)])
+    warm_up_s = time.perf_counter() - warm_up_began
     seconds: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in writers}
-    inside: dict[str, list[float]] = defaultdict(list)  # the tracker's own time, by kind
+    # The tracker's own time, and the probe's, by kind.
+    inside: dict[str, dict[str, list[float]]] = {"tracker": defaultdict(list),
+                                                 "round trip": defaultdict(list)}  # fmt: skip
     ring_events: dict[str, int] = defaultdict(int)
-    # Interleaved, so drift in the machine's load touches both writers alike.
+    # Interleaved, so drift in the machine's load touches every writer alike.
+    counted_from = len(modes) * warm_up
     for number, target in enumerate(plan):
-        mode = "tracker" if number % 2 == 0 else "plain"
-        if number == 2 * warm_up:
+        mode = modes[number % len(modes)]
+        if number == counted_from:
             for runner_of_mode in timed.values():
                 runner_of_mode.seconds.clear()
         event = _event(run, number, mode, target)
-        tracker.last_s = None
+        tracker.last_s = probe.last_s = None
         began = time.perf_counter()
         result = writers[mode].write([event])
         elapsed = time.perf_counter() - began
-        if number >= 2 * warm_up:
+        if number >= counted_from:
             seconds[mode][target.kind].append(elapsed)
-            if tracker.last_s is not None:
-                inside[target.kind].append(tracker.last_s)
+            for name, timed_tracker in (("tracker", tracker), ("round trip", probe)):
+                if timed_tracker.last_s is not None:
+                    inside[name][target.kind].append(timed_tracker.last_s)
             for ring_event in result.ring_events:
                 ring_events[ring_event.kind] += 1
     summary: dict[str, Any] = {
         "reconcile_s": reconcile_s,
         "rings": reconciled.rings,
         "warm_up_events": warm_up,
+        "warm_up_rounds": warm_up_rounds,
+        "warm_up_rolled_back_events": warm_up_rounds * len(plan),
+        "warm_up_rolled_back_s": warm_up_s,
         "ring_events": dict(ring_events),
     }
     for mode, by_kind in seconds.items():
@@ -453,7 +537,8 @@ def live_ring_latency(
             "statements_mean_ms": statements,
             "outside_statements_mean_ms": 1000 * statistics.fmean(every) - sum(statements.values()),
         }
-    summary["tracker_inside"] = _latencies(inside)
+    summary["tracker_inside"] = _latencies(inside["tracker"])
+    summary["round_trip_inside"] = _latencies(inside["round trip"])
     for stat in ("p50", "p99", "mean"):
         summary[f"tracker_cost_{stat}_ms"] = (
             summary["tracker"][f"{stat}_ms"] - summary["plain"][f"{stat}_ms"]
@@ -842,7 +927,13 @@ def _measure(
             else None
         )
         latency = (
-            live_ring_latency(runner, settings.scoring, args.latency_events, args.latency_warm_up)
+            live_ring_latency(
+                runner,
+                settings.scoring,
+                args.latency_events,
+                args.latency_warm_up,
+                args.latency_warm_up_rounds,
+            )
             if size == args.latency_size
             else None
         )
@@ -955,15 +1046,19 @@ def _print(results: dict[int, dict[str, Any]]) -> None:
         if not latency:
             continue
         warm_up = latency.get("warm_up_events", WARM_UP)
+        rolled_back = latency.get("warm_up_rolled_back_events", 0)
         live = Table(
             title=f"Live ring update, one identity event per transaction ({size:,}; "
-            f"{warm_up} events per writer first, not counted)"
+            + (f"{rolled_back:,} events written and rolled back, then " if rolled_back else "")
+            + f"{warm_up} events per writer first, not counted)"
         )
         for column in ("writer", "kind", "events", "p50 ms", "p99 ms"):
             live.add_column(column, justify="left" if column in ("writer", "kind") else "right")
         rows = [("plain", latency["plain"]), ("tracker", latency["tracker"])]
         if latency.get("tracker_inside"):  # results saved before it was timed lack it
             rows.append(("tracker alone", latency["tracker_inside"]))
+        if latency.get("round_trip_inside"):
+            rows.append(("one round trip", latency["round_trip_inside"]))
         for writer, row in rows:
             live.add_row(
                 writer, "all", str(row["events"]), f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}"
@@ -988,15 +1083,18 @@ def _print(results: dict[int, dict[str, Any]]) -> None:
             f"ring events written live: {latency['ring_events']}; rings before: {latency['rings']}"
         )
         where = Table(title="Where an event's time goes: mean ms per event")
-        for column in ("statement", "plain", "tracker"):
+        shown = [m for m in ("plain", "tracker", "round trip") if m in latency]
+        for column in ("statement", *shown):
             where.add_column(column, justify="left" if column == "statement" else "right")
-        plain, tracked = (latency[m]["statements_mean_ms"] for m in ("plain", "tracker"))
-        for name in sorted({*plain, *tracked}, key=lambda n: -tracked.get(n, plain.get(n, 0))):
-            where.add_row(name, f"{plain.get(name, 0.0):.2f}", f"{tracked.get(name, 0.0):.2f}")
+        means = {m: latency[m]["statements_mean_ms"] for m in shown}
+        for name in sorted(
+            {n for by_name in means.values() for n in by_name},
+            key=lambda n: -max(by_name.get(n, 0.0) for by_name in means.values()),
+        ):
+            where.add_row(name, *(f"{means[m].get(name, 0.0):.2f}" for m in shown))
         where.add_row(
             "commit and client",
-            f"{latency['plain']['outside_statements_mean_ms']:.2f}",
-            f"{latency['tracker']['outside_statements_mean_ms']:.2f}",
+            *(f"{latency[m]['outside_statements_mean_ms']:.2f}" for m in shown),
         )
         console.print(where)
 
@@ -1028,6 +1126,14 @@ def main() -> None:
         default=WARM_UP,
         help="Events per writer run first and not counted: a few plan the statements; a few "
         "hundred also let the server's JIT settle, as in an ingest worker that has been running.",
+    )
+    parser.add_argument(
+        "--latency-warm-up-rounds",
+        type=int,
+        default=WARM_UP_ROUNDS,
+        help="Passes over every planned event before the committed warm-up, each event written "
+        "and rolled back: warms the server's JIT as long-running ingest does, without using up "
+        "the store's targets.",
     )
     parser.add_argument(
         "--work", type=Path, default=None, help="Keep simulated files here (reused by later runs)."
