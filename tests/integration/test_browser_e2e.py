@@ -5,8 +5,10 @@ style sheet, headless Chromium (driven by `tests/browser/investigate_ring.mjs`) 
 stack's Neo4j Browser, connects without authentication, loads the style with `:style URL`, opens
 the guide with `:play URL`, pastes the "ring of a subscriber" investigation file (its `:param`
 line set to a ring member), runs its query again on its own to see the result drawn (Browser
-shows a script's statements only as statuses) and waits for the graph. The picture is saved as
-`docs/img/browser-ring.png`, which the README shows.
+shows a script's statements only as statuses) and waits for the graph. The picture is saved in
+the test's temporary directory; with `RINGWATCH_UPDATE_SCREENSHOT=1` it also replaces
+`docs/img/browser-ring.png`, which the README shows (so running the suite leaves the work tree
+as it was).
 
 Needs Debian's `chromium` and `npm ci` in tests/browser (`make setup` installs both). Outside CI
 a machine without Chromium skips this test; in CI (`CI` set) it must run.
@@ -44,7 +46,7 @@ from tests.cli_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT_DIR = ROOT / "tests" / "browser"
-SCREENSHOT = ROOT / "docs" / "img" / "browser-ring.png"
+README_SCREENSHOT = ROOT / "docs" / "img" / "browser-ring.png"
 CHROMIUM = os.environ.get("RINGWATCH_CHROMIUM", "/usr/bin/chromium")
 
 
@@ -118,8 +120,10 @@ def test_analyst_investigates_a_ring_in_neo4j_browser(
     gds: GraphDataScience,
     settings: Settings,
     api: str,
+    tmp_path: Path,
 ) -> None:
     node, chromium = _browser_tools()
+    screenshot = tmp_path / "browser-ring.png"
     population = simulate(SimulationConfig(subscribers=300, months=1))
     preparer = Preparer()
     writer = GraphWriter(graph, hub_cap=settings.scoring.hub_cap)
@@ -137,7 +141,6 @@ def test_analyst_investigates_a_ring_in_neo4j_browser(
     assert example in text
     file_text = text.replace(example, f":param subscriberId => '{member}';")
 
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {
         "browserUrl": browser_url(settings.stack),
         "boltAddress": settings.neo4j.uri.removeprefix("bolt://"),
@@ -145,7 +148,7 @@ def test_analyst_investigates_a_ring_in_neo4j_browser(
         "guideUrl": f"{api}{GUIDE_ROUTE}",
         "fileText": file_text,
         "query": kit_query.query,
-        "screenshot": str(SCREENSHOT),
+        "screenshot": str(screenshot),
         "executablePath": chromium,
         "timeoutMs": 60_000,
     }
@@ -174,5 +177,7 @@ def test_analyst_investigates_a_ring_in_neo4j_browser(
     assert (drawn["nodes"], drawn["relationships"]) == (nodes, relationships), (ring, member)
     ring_size = graph.read("MATCH (r:Ring {id: $id}) RETURN r.size AS size", {"id": ring})
     assert f"{ring} ({ring_size[0]['size']})" in [caption.strip() for caption in drawn["captions"]]
-    assert SCREENSHOT.stat().st_size > 20_000
-    assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert screenshot.stat().st_size > 20_000
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("RINGWATCH_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(screenshot, README_SCREENSHOT)
