@@ -144,6 +144,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             producer = getattr(app.state, "producer", None)
             if producer is not None:
                 producer.flush(5.0)
+                # Released now, not when the app object goes: an idle librdkafka producer keeps
+                # reconnecting (and logging) after the broker has gone.
+                app.state.producer = None
             driver.close()
 
     app = FastAPI(
