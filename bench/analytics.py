@@ -24,12 +24,15 @@ holds, not what the algorithms needed; the estimate is the latter.
 
 Live rings: on the `--latency-size` graph, after the runs and a ring reconciliation, single
 identity events that link a new subscriber to a shared identifier are written one per
-transaction with `GraphWriter`, with and without `LiveRingTracker`, interleaved, on disjoint
-identifiers, after `--latency-warm-up` events per writer that are not counted. Kinds: *join* (a
-ring member's identifier: the ring grows), *form* (an identifier two subscribers outside rings
-share: a new ring of 3), *pair* (the identifier of a subscriber who shares nothing yet: no
-ring). The tracker's cost per event is the difference; each statement of the write is timed to
-show where the time goes.
+transaction with `GraphWriter` by three writers, interleaved, on disjoint identifiers: with
+`LiveRingTracker`, without it, and with one trivial statement in the tracker's place (what a
+round trip alone costs there). First `--latency-warm-up-rounds` passes over every planned event
+in transactions that are rolled back, then `--latency-warm-up` events per writer, committed;
+neither is counted. Kinds: *join* (a ring member's identifier: the ring grows), *form* (an
+identifier two subscribers outside rings share: a new ring of 3), *pair* (the identifier of a
+subscriber who shares nothing yet: no ring). The tracker's cost per event is the difference
+between the first two writers, and its own time is timed inside the transaction; each statement
+of the write is timed to show where the time goes.
 
 GNN (`--gnn`): after the pipeline runs, ringwatch's own training from the graph (the model
 kinds of `--gnn-kinds`, each to early stopping or its chosen number of trees), batch inference
