@@ -1163,7 +1163,7 @@ def main() -> None:
     parser.add_argument(
         "--gnn-warm-up",
         type=int,
-        default=1000,
+        default=8000,
         help="Live scores of other subscribers, uncounted, before the warm-server timing.",
     )
     parser.add_argument(
