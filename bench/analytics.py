@@ -404,8 +404,8 @@ WARM_UP = 20
 WARM_UP_ROUNDS = 10
 """Times every planned event is written and rolled back before the timed loop (see below).
 The server reaches its steady speed on these statements only after several thousand runs of
-them, as an ingest worker's server does within minutes; with 2 passes the tracker's p99 was
-5.2-6.7 ms, with 10 under 4 ms (`docs/benchmarks.md`)."""
+them, as an ingest worker's server does within minutes: at 10k the tracker's p99 was 5.2-6.7 ms
+with 2 passes, and 3.9 ms as the median of six runs with 10 (`docs/benchmarks.md`)."""
 
 
 class _RollBackError(Exception):
@@ -499,9 +499,10 @@ def live_ring_latency(
             warm_writers[mode].write([_event(f"{run}w{warm_round}", number, mode, target)])
     warm_up_s = time.perf_counter() - warm_up_began
     seconds: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in writers}
-    # The tracker's own time, and the probe's, by kind.
-    inside: dict[str, dict[str, list[float]]] = {"tracker": defaultdict(list),
-                                                 "round trip": defaultdict(list)}  # fmt: skip
+    # The tracker's own time, and the probe's, by writer and kind.
+    inside: dict[str, dict[str, list[float]]] = {
+        mode: defaultdict(list) for mode, timed_tracker in trackers.items() if timed_tracker
+    }
     ring_events: dict[str, int] = defaultdict(int)
     # Interleaved, so drift in the machine's load touches every writer alike.
     counted_from = len(modes) * warm_up
@@ -511,15 +512,16 @@ def live_ring_latency(
             for runner_of_mode in timed.values():
                 runner_of_mode.seconds.clear()
         event = _event(run, number, mode, target)
-        tracker.last_s = probe.last_s = None
+        own = trackers[mode]
+        if own is not None:
+            own.last_s = None
         began = time.perf_counter()
         result = writers[mode].write([event])
         elapsed = time.perf_counter() - began
         if number >= counted_from:
             seconds[mode][target.kind].append(elapsed)
-            for name, timed_tracker in (("tracker", tracker), ("round trip", probe)):
-                if timed_tracker.last_s is not None:
-                    inside[name][target.kind].append(timed_tracker.last_s)
+            if own is not None and own.last_s is not None:
+                inside[mode][target.kind].append(own.last_s)
             for ring_event in result.ring_events:
                 ring_events[ring_event.kind] += 1
     summary: dict[str, Any] = {
