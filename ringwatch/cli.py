@@ -328,15 +328,29 @@ def simulate(
     rate: Annotated[
         float | None, typer.Option(help="With --kafka: events per second (default: max).")
     ] = None,
+    camouflaged_rings: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=0.5,
+            help="Share of subscribers in camouflaged rings (accounts hidden behind real "
+            "households that later share handsets); off by default.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Simulate a population with injected fraud patterns and ground truth."""
     from ringwatch.ingest.exceptions import IngestError
-    from ringwatch.ingest.simulate import SimulationConfig, simulate_to_directory
+    from ringwatch.ingest.simulate import FraudRates, SimulationConfig, simulate_to_directory
 
     with _edge():
         if file_format not in ("jsonl", "csv", "parquet"):
             raise IngestError(f"unknown format '{file_format}'; choose jsonl, csv or parquet")
-        config = SimulationConfig(subscribers=subscribers, months=months, seed=seed)
+        config = SimulationConfig(
+            subscribers=subscribers,
+            months=months,
+            seed=seed,
+            fraud=FraudRates(camouflaged_ring=camouflaged_rings),
+        )
         started = time.perf_counter()
         counts = simulate_to_directory(config, directory, file_format)  # type: ignore[arg-type]
         summary = ", ".join(f"{count:,} {name}" for name, count in counts.items())

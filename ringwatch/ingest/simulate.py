@@ -21,6 +21,12 @@ hundreds of subscribers and a dormitory address. Fraud patterns:
 - ``account_takeover``: SIM swap, new device and foreign IP, an email change, then a burst of
   payments and transfers from far away within hours of the owner's last local call.
 - ``bust_out``: months of normal use, then days of large payments and transfers, then closing.
+- ``camouflaged_ring``: 4-10 accounts opened over weeks, each one unremarkable on its own: a
+  fresh name, phone, email, handset and card, the address (and often the home IP) of a real
+  household. Days after signup each account moves to one of the ring's 2-3 working handsets
+  (2-4 accounts on each, like an office phone), behind the ring's own IP, and later sends a
+  few modest transfers to one collecting account. Off by default (rate 0) so that the
+  populations behind earlier figures stay the same for a seed; `bench/quality.py` turns it on.
 
 Months are 30 days. Amounts are USD. Phone numbers are valid US numbers (the only region the
 simulator knows); national-format numbers need the default region ``US`` to normalise.
@@ -86,11 +92,12 @@ Pattern: TypeAlias = Literal[
     "bill_shock",
     "account_takeover",
     "bust_out",
+    "camouflaged_ring",
 ]
 LEGITIMATE: Final[Pattern] = "legitimate"
 FRAUD_PATTERNS: Final[tuple[Pattern, ...]] = get_args(Pattern)[1:]
 RING_PATTERNS: Final[frozenset[Pattern]] = frozenset(
-    {"multi_sim_ring", "synthetic_identity", "device_farm", "sim_box"}
+    {"multi_sim_ring", "synthetic_identity", "device_farm", "sim_box", "camouflaged_ring"}
 )
 DAYS_PER_MONTH: Final = 30
 CURRENCY: Final = "USD"
@@ -123,6 +130,8 @@ class FraudRates(BaseModel):
     bill_shock: float = Field(default=0.005, ge=0, le=0.5)
     account_takeover: float = Field(default=0.005, ge=0, le=0.5)
     bust_out: float = Field(default=0.005, ge=0, le=0.5)
+    # Zero by default: a new pattern would change every default population's accounts.
+    camouflaged_ring: float = Field(default=0.0, ge=0, le=0.5)
 
 
 class SharingRates(BaseModel):
@@ -425,6 +434,7 @@ _FRAUD_REASONS: Final[dict[str, str]] = {
     "bill_shock": "unauthorised premium data and roaming charges over $500 in a day",
     "account_takeover": "account takeover after a SIM swap; payments disputed",
     "bust_out": "bust-out: payments spiked before the account was closed",
+    "camouflaged_ring": "accounts hidden behind real households, then moved to shared handsets",
 }
 _FRAUD_REASONS_VIEW: Final = MappingProxyType(_FRAUD_REASONS)
 _GROUP_SIZES: Final[dict[Pattern, tuple[int, int]]] = {
@@ -432,6 +442,7 @@ _GROUP_SIZES: Final[dict[Pattern, tuple[int, int]]] = {
     "synthetic_identity": (3, 8),
     "device_farm": (10, 30),
     "sim_box": (3, 8),
+    "camouflaged_ring": (4, 10),
 }
 # Share of each transaction kind in a typical subscriber's day, per unit of density.
 _DATA_SHARE: Final = 0.30
@@ -813,6 +824,7 @@ class _Population:
         self.number_cache: dict[str, Counterparty] = {}
         self.chargeable: dict[str, list[str]] = {}
         self.collectors: dict[str, _Subscriber] = {}
+        self.hosts: set[int] = set()  # households a camouflaged account has moved into
         self.transactions_done = False
         self.subscribers = self._allocate()
         self._identities()
@@ -876,6 +888,10 @@ class _Population:
             first = self.start_s + rng.randrange(days - 3) * _DAY + rng.randint(1, 20) * _HOUR
             spread = rng.randint(2, 6) * _HOUR
             times = [first + rng.randrange(spread) for _ in range(size)]
+        elif pattern == "camouflaged_ring":
+            # Spread over weeks, as ordinary signups are, not in a burst.
+            first = self.start_s + rng.randrange(int(days * 0.5) * _DAY)
+            times = [first, *(first + rng.randrange(30 * _DAY) for _ in range(size - 1))]
         else:  # sim_box: a batch of prepaid SIMs activated together
             first = self.start_s + rng.randrange(days - 15) * _DAY + rng.randint(8, 18) * _HOUR
             times = [first + rng.randrange(_HOUR) for _ in range(size)]
@@ -972,6 +988,9 @@ class _Population:
                 self.collectors[members[0].ring_id or ""] = members[0]
             elif pattern == "sim_box":
                 self._sim_box(members)
+            elif pattern == "camouflaged_ring":
+                self._camouflaged_ring(members, households)
+                self.collectors[members[0].ring_id or ""] = members[0]
         self._contacts(households)
 
     def _register_plain(self, sub: _Subscriber, *, address_style: int | None = None) -> None:
@@ -1235,6 +1254,31 @@ class _Population:
                 at = sub.registered_s + rng.randint(5 * 60, 3 * _HOUR)
                 self._device_seen(sub, at, device, rng.choice(farm_ips))
 
+    def _camouflaged_ring(
+        self, members: list[_Subscriber], households: list[list[_Subscriber]]
+    ) -> None:
+        """Accounts that each look like an ordinary customer until they share a handset."""
+        rng, ids = self.rng, self.ids
+        handsets = [ids.imei() for _ in range(rng.randint(2, 3))]
+        ring_ip = ids.ip()
+        for position, sub in enumerate(members):
+            # A real household's address (and often its home IP) ties the account to
+            # legitimate customers; the family's own identifiers are left alone. One ring
+            # account per household, so accounts never meet at an address.
+            household = self._unhosted(households)
+            host = rng.choice(household) if household else None
+            self._person(sub, host.city if host else None)
+            sub.address = host.address if host and host.address else ids.address(sub.city)
+            if host and rng.random() < 0.5:
+                sub.ip = host.ip
+            self._register_plain(sub, address_style=rng.randrange(len(_ADDRESS_STYLES)))
+            sub.activity = rng.uniform(0.7, 1.1)
+            # The move to a working handset: consecutive accounts share one, 2-4 per handset.
+            handset = handsets[position * len(handsets) // len(members)]
+            moved = min(sub.registered_s + rng.randint(2 * _DAY, 10 * _DAY), self.end_s - 2 * _DAY)
+            self._device_seen(sub, max(moved, sub.registered_s + _HOUR), handset, ring_ip)
+            sub.fraud_s = sub.changes[-1][0]
+
     def _sim_box(self, members: list[_Subscriber]) -> None:
         rng, ids = self.rng, self.ids
         gateway = ids.imei(_GATEWAY_TACS)
@@ -1325,6 +1369,8 @@ class _Population:
                 self._bust_out(sub)
             elif sub.pattern == "device_farm":
                 self._farm_transfers(sub)
+            elif sub.pattern == "camouflaged_ring":
+                self._ring_cash_out(sub)
 
     def _plan(self, plan: _TxPlan) -> None:
         day = (plan[0] - self.start_s) // _DAY
@@ -1450,6 +1496,33 @@ class _Population:
             self._plan(
                 (at, _TRANSFER, sub, to_collector, _cents(rng.randint(500, 2500)), None, None,
                  None, sub.device, sub.ip, sub.home, False)
+            )  # fmt: skip
+
+    def _unhosted(self, households: list[list[_Subscriber]]) -> list[_Subscriber] | None:
+        """A household no camouflaged account has used yet, or None after a few tries."""
+        for _ in range(20):
+            if not households:
+                return None
+            household = self.rng.choice(households)
+            if id(household) not in self.hosts:
+                self.hosts.add(id(household))
+                return household
+        return None
+
+    def _ring_cash_out(self, sub: _Subscriber) -> None:
+        """A few modest transfers to the ring's collecting account, after the handset move."""
+        rng = self.rng
+        assert sub.ring_id is not None and sub.fraud_s is not None
+        collector = self.collectors[sub.ring_id]
+        if collector is sub:
+            return
+        to_collector = Counterparty(kind="subscriber", id=collector.id)
+        _, handset, ring_ip = sub.changes[-1]
+        for _ in range(rng.randint(2, 4)):
+            at = self._sometime_after(sub, sub.fraud_s)
+            self._plan(
+                (at, _TRANSFER, sub, to_collector, _cents(rng.randint(4_000, 30_000)), None,
+                 None, None, handset, ring_ip, sub.home, False)
             )  # fmt: skip
 
     # -------------------------------------------------------------------------------- events

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ringwatch.ingest.simulate import GROUND_TRUTH_FILE, read_ground_truth
 from tests.cli_helpers import assert_one_line_error, run_cli, stack_env
 
 
@@ -61,6 +62,17 @@ def test_simulate_writes_the_event_files_and_ground_truth(tmp_path: Path) -> Non
     names = sorted(p.name for p in target.iterdir())
     assert names == ["ground_truth.csv", "identity.jsonl", "labels.jsonl", "transactions.jsonl"]
     assert "100 ground_truth" in result.stdout
+
+
+def test_simulate_adds_camouflaged_rings_on_request(tmp_path: Path) -> None:
+    target = tmp_path / "sim"
+    result = run_cli(
+        "simulate", "--subscribers", "200", "--months", "1", "--out", str(target),
+        "--camouflaged-rings", "0.05",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    patterns = [row.pattern for row in read_ground_truth(target / GROUND_TRUTH_FILE)]
+    assert 10 <= patterns.count("camouflaged_ring") <= 19
 
 
 def test_produce_with_an_unknown_family_is_one_clear_line(tmp_path: Path) -> None:

@@ -45,7 +45,10 @@ from ringwatch.ingest.simulate import (
     write_simulation,
 )
 
-CONFIG = SimulationConfig(subscribers=300, months=1, seed=7)
+# Every pattern on, the camouflaged rings (off by default) included.
+CONFIG = SimulationConfig(
+    subscribers=300, months=1, seed=7, fraud=FraudRates(camouflaged_ring=0.03)
+)
 KEY = b"test-payment-key"
 KINDS = {
     "devices": IdentifierKind.DEVICE,
@@ -353,6 +356,75 @@ def test_bust_out_spikes_payments_then_closes(sim: Simulation) -> None:
         assert sum(e.amount for e in last_week) > 10 * sum(
             (e.amount for e in money if e not in last_week), Decimal(0)
         )
+
+
+def test_camouflaged_rings_look_ordinary_until_they_move_to_shared_handsets(
+    sim: Simulation, identifiers: dict[str, set[Identifier]]
+) -> None:
+    rings: dict[str, list[str]] = defaultdict(list)
+    for row in sim.ground_truth:
+        if row.pattern == "camouflaged_ring" and row.ring_id is not None:
+            rings[row.ring_id].append(row.subscriber_id)
+    assert rings
+    legitimate = set(_subscribers(sim, LEGITIMATE))
+    at_signup: dict[str, set[Identifier]] = {}
+    for event in sim.identity:
+        if isinstance(event, SubscriberRegistered):
+            at_signup[event.subscriber_id] = {
+                (kind, _normalised(kind, raw))
+                for field, kind in KINDS.items()
+                for raw in getattr(event.identifiers, field)
+            }
+    signup_users = _sharers(at_signup)
+    borrowed_addresses = 0
+    for members in rings.values():
+        assert 4 <= len(members) <= 10
+        ring = set(members)
+        for subscriber in members:
+            # At signup the account shares nothing with its ring: fresh handset, card, phone
+            # and email; its address, when shared, is a legitimate household's.
+            for kind, value in at_signup[subscriber]:
+                others = signup_users[(kind, value)] - {subscriber}
+                assert not others & ring
+                if kind is IdentifierKind.ADDRESS and others:
+                    assert others <= legitimate
+                    borrowed_addresses += 1
+                elif kind in (IdentifierKind.DEVICE, IdentifierKind.PAYMENT):
+                    assert not others
+        # Later every account moves to one of the ring's 2-3 handsets, 2-4 accounts on each,
+        # used by nobody outside the ring.
+        moves = [
+            event
+            for event in sim.identity
+            if isinstance(event, DeviceSeen) and event.subscriber_id in ring
+        ]
+        assert {event.subscriber_id for event in moves} == ring
+        users: dict[str, set[str]] = defaultdict(set)
+        for event in moves:
+            users[_normalised(IdentifierKind.DEVICE, event.identifiers.devices[0])].add(
+                event.subscriber_id
+            )
+        assert 2 <= len(users) <= 3
+        assert all(1 <= len(who) <= 4 for who in users.values())
+        for handset, who in users.items():
+            assert signup_users[(IdentifierKind.DEVICE, handset)] == set()
+            assert _sharers(identifiers)[(IdentifierKind.DEVICE, handset)] == who
+        # Then modest transfers to one collecting account of the ring, after the move.
+        moved = {event.subscriber_id: event.occurred_at for event in moves}
+        transfers = [
+            transfer
+            for transfer in sim.transactions
+            if isinstance(transfer, Transfer)
+            and transfer.subscriber_id in ring
+            and transfer.counterparty is not None
+            and transfer.counterparty.kind == "subscriber"
+            and transfer.counterparty.id in ring
+        ]
+        assert len({t.counterparty.id for t in transfers if t.counterparty}) == 1
+        for transfer in transfers:
+            assert transfer.occurred_at >= moved[transfer.subscriber_id]
+            assert transfer.amount < Decimal(500)
+    assert borrowed_addresses >= 1
 
 
 def test_legitimate_households_share_an_address_spelt_differently(sim: Simulation) -> None:
