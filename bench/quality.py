@@ -545,7 +545,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     marker = home / MARKER
     previous = json.loads(marker.read_text()) if marker.exists() else None
-    reuse = bool(args.reuse and previous and previous["simulation"] == sim.model_dump(mode="json"))
+    # Validated, so a record written before a config field existed takes that field's default.
+    reuse = bool(
+        args.reuse and previous and SimulationConfig.model_validate(previous["simulation"]) == sim
+    )
     if args.runs == 0 and not reuse:
         raise SystemExit("--runs 0 reads the scores of an earlier analysis: it needs --reuse")
     data = home / "simulation"
