@@ -437,8 +437,9 @@ def evaluation_cases(
 ) -> dict[str, list[tuple[str, bool]]]:
     """(subscriber, is positive) per evaluation group: overall, each of `subsets` (an overall
     row restricted to the subscribers it contains) and each fraud pattern (its subscribers
-    against legitimate ones). Only unlabelled subscribers, and only those in `include` when
-    given."""
+    against legitimate ones; a pattern the population lacks has no group). Only unlabelled
+    subscribers, and only those in `include` when given."""
+    present = {t.pattern for t in truth}
     unlabelled = [
         t
         for t in truth
@@ -456,7 +457,8 @@ def evaluation_cases(
         return False if t.pattern == LEGITIMATE else None
 
     cases: dict[str, list[tuple[str, bool]]] = {}
-    for group in ("overall", *(subsets or {}), *FRAUD_PATTERNS):
+    patterns = [pattern for pattern in FRAUD_PATTERNS if pattern in present]
+    for group in ("overall", *(subsets or {}), *patterns):
         cases[group] = []
         for t in unlabelled:
             positive = positive_of(group, t)

@@ -12,6 +12,8 @@ from bench.heldout import (
     component_groups,
     mean_interval,
 )
+from bench.quality import evaluation_cases
+from ringwatch.ingest.simulate import GroundTruth
 
 
 def test_components_are_joined_through_shared_ring_ids() -> None:
@@ -80,3 +82,20 @@ def test_the_mean_interval_leaves_out_rotations_without_draws() -> None:
         np.ones(5, dtype=bool), np.arange(5), {"a": np.zeros(5), "b": np.zeros(5)}, [("a", "b")]
     )
     assert single_class[("a", "b")].size == 0
+
+
+def test_evaluation_groups_are_overall_and_the_patterns_the_population_has() -> None:
+    truth = [
+        GroundTruth("s1", "legitimate", None, False),
+        GroundTruth("s2", "legitimate", None, False),
+        GroundTruth("s3", "device_farm", "ring-1", True),
+        GroundTruth("s4", "device_farm", "ring-1", True),
+        GroundTruth("s5", "bust_out", None, True),
+    ]
+    cases = evaluation_cases(truth, labelled={"s4"}, include={"s1", "s3", "s4", "s5"})
+    # No camouflaged ring (or any other absent pattern) gets an empty row; labelled and
+    # excluded subscribers are left out; a pattern is judged against legitimate subscribers.
+    assert set(cases) == {"overall", "device_farm", "bust_out"}
+    assert cases["overall"] == [("s1", False), ("s3", True), ("s5", True)]
+    assert cases["device_farm"] == [("s1", False), ("s3", True)]
+    assert cases["bust_out"] == [("s1", False), ("s5", True)]
