@@ -24,9 +24,10 @@ hundreds of subscribers and a dormitory address. Fraud patterns:
 - ``camouflaged_ring``: 4-10 accounts opened over weeks, each one unremarkable on its own: a
   fresh name, phone, email, handset and card, the address (and often the home IP) of a real
   household. Days after signup each account moves to one of the ring's 2-3 working handsets
-  (2-4 accounts on each, like an office phone), behind the ring's own IP, and later sends a
-  few modest transfers to one collecting account. Off by default (rate 0) so that the
-  populations behind earlier figures stay the same for a seed; `bench/quality.py` turns it on.
+  (mostly 2-4 accounts on each, like an office phone; 1-5 in all), behind the ring's own IP,
+  and later sends a few modest transfers to one collecting account. Off by default (rate 0) so
+  that the populations behind earlier figures stay the same for a seed; `bench/quality.py`
+  turns it on.
 
 Months are 30 days. Amounts are USD. Phone numbers are valid US numbers (the only region the
 simulator knows); national-format numbers need the default region ``US`` to normalise.
@@ -824,7 +825,7 @@ class _Population:
         self.number_cache: dict[str, Counterparty] = {}
         self.chargeable: dict[str, list[str]] = {}
         self.collectors: dict[str, _Subscriber] = {}
-        self.hosts: set[int] = set()  # households a camouflaged account has moved into
+        self.hosts: set[int] = set()  # households whose address a camouflaged account took
         self.transactions_done = False
         self.subscribers = self._allocate()
         self._identities()
@@ -1273,7 +1274,8 @@ class _Population:
                 sub.ip = host.ip
             self._register_plain(sub, address_style=rng.randrange(len(_ADDRESS_STYLES)))
             sub.activity = rng.uniform(0.7, 1.1)
-            # The move to a working handset: consecutive accounts share one, 2-4 per handset.
+            # The move to a working handset: consecutive accounts share one (mostly 2-4 on a
+            # handset; 1 or 5 in some rings of 4 or 10).
             handset = handsets[position * len(handsets) // len(members)]
             moved = min(sub.registered_s + rng.randint(2 * _DAY, 10 * _DAY), self.end_s - 2 * _DAY)
             self._device_seen(sub, max(moved, sub.registered_s + _HOUR), handset, ring_ip)
@@ -1500,9 +1502,9 @@ class _Population:
 
     def _unhosted(self, households: list[list[_Subscriber]]) -> list[_Subscriber] | None:
         """A household no camouflaged account has used yet, or None after a few tries."""
+        if not households:
+            return None
         for _ in range(20):
-            if not households:
-                return None
             household = self.rng.choice(households)
             if id(household) not in self.hosts:
                 self.hosts.add(id(household))
