@@ -71,6 +71,15 @@ def _subscribers(sim: Simulation, pattern: str) -> list[str]:
     return [row.subscriber_id for row in sim.ground_truth if row.pattern == pattern]
 
 
+def _ring_members(sim: Simulation, pattern: str) -> dict[str, list[str]]:
+    """Subscriber ids of each ring of `pattern`, by ring id."""
+    rings: dict[str, list[str]] = defaultdict(list)
+    for row in sim.ground_truth:
+        if row.pattern == pattern and row.ring_id is not None:
+            rings[row.ring_id].append(row.subscriber_id)
+    return rings
+
+
 def _raw_identifiers(sim: Simulation) -> dict[str, list[tuple[IdentifierKind, str]]]:
     """Every identifier value each subscriber's identity events carry, as sent."""
     found: dict[str, list[tuple[IdentifierKind, str]]] = defaultdict(list)
@@ -244,10 +253,7 @@ def test_bill_shock_is_one_day_over_500_after_a_normal_history(sim: Simulation) 
 def test_device_farm_devices_are_each_shared_by_ten_or_more_accounts(
     sim: Simulation, identifiers: dict[str, set[Identifier]]
 ) -> None:
-    farms: dict[str, list[str]] = defaultdict(list)
-    for row in sim.ground_truth:
-        if row.pattern == "device_farm" and row.ring_id is not None:
-            farms[row.ring_id].append(row.subscriber_id)
+    farms = _ring_members(sim, "device_farm")
     assert farms
     for members in farms.values():
         users: dict[str, set[str]] = defaultdict(set)
@@ -267,10 +273,7 @@ def test_device_farm_devices_are_each_shared_by_ten_or_more_accounts(
 
 
 def test_multi_sim_rings_come_together_only_after_normalisation(sim: Simulation) -> None:
-    rings: dict[str, list[str]] = defaultdict(list)
-    for row in sim.ground_truth:
-        if row.pattern == "multi_sim_ring" and row.ring_id is not None:
-            rings[row.ring_id].append(row.subscriber_id)
+    rings = _ring_members(sim, "multi_sim_ring")
     raw = _raw_identifiers(sim)
     for members in rings.values():
         # Normalised values link every member, and more pairs of them than exact strings do.
@@ -361,10 +364,7 @@ def test_bust_out_spikes_payments_then_closes(sim: Simulation) -> None:
 def test_camouflaged_rings_look_ordinary_until_they_move_to_shared_handsets(
     sim: Simulation, identifiers: dict[str, set[Identifier]]
 ) -> None:
-    rings: dict[str, list[str]] = defaultdict(list)
-    for row in sim.ground_truth:
-        if row.pattern == "camouflaged_ring" and row.ring_id is not None:
-            rings[row.ring_id].append(row.subscriber_id)
+    rings = _ring_members(sim, "camouflaged_ring")
     assert rings
     legitimate = set(_subscribers(sim, LEGITIMATE))
     at_signup: dict[str, set[Identifier]] = {}
